@@ -1,0 +1,228 @@
+"""Thread-safe configuration: `WorkerConfig`, `ConfigManager`, `get_config`, `update_config`.
+
+A `WorkerConfig` is a frozen snapshot; the manager swaps whole snapshots under
+its lock, so a reader never sees half of an update. Listeners (running
+workers) are told about a change after the lock is released.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._errors import ConfigError, ConfigTypeError
+
+__all__ = ["ConfigManager", "WorkerConfig", "get_config", "update_config"]
+
+logger = logging.getLogger("neon_nb")
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerConfig:
+    """One immutable set of settings.
+
+    The first eight are the seed's configuration table; the rest refine retries,
+    history and health checks.
+    """
+
+    max_workers: int = 4
+    """Number of worker threads (>= 1). A running worker resizes its pool live."""
+    queue_size: int = 100
+    """Bound of the task queue (>= 0; 0 means unbounded)."""
+    shutdown_timeout: float = 30.0
+    """Seconds `shutdown()` waits by default, and the bound at interpreter exit."""
+    log_level: str = "INFO"
+    """Level of the ``neon_nb`` logger: DEBUG, INFO, WARNING, ERROR or CRITICAL."""
+    retry_attempts: int = 3
+    """Retries after a failed first attempt (>= 0); 3 means at most 4 attempts."""
+    retry_delay: float = 1.0
+    """Seconds before the first retry (>= 0)."""
+    health_check_interval: float = 10.0
+    """Seconds between two health checks (> 0)."""
+    enable_metrics: bool = True
+    """Collect latency histograms, throughput and the task stream."""
+    retry_backoff: float = 1.0
+    """Multiplier of the delay after each retry (>= 1; 2.0 doubles it)."""
+    retry_max_delay: float = 60.0
+    """Upper bound of a retry delay after backoff (>= 0)."""
+    retry_jitter: float = 0.0
+    """Random spread of each delay, as a fraction in [0, 1] (0.1 means +-10%)."""
+    history_size: int = 10_000
+    """Finished task records kept for `get_task_status` (>= 0). Counts and metrics keep everything."""
+    stuck_task_threshold: float = 60.0
+    """Seconds after which the health check flags a running task as stuck (> 0)."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _validate(f.name, getattr(self, f.name))
+
+    def replace(self, **changes: Any) -> WorkerConfig:
+        """A new snapshot with ``changes`` applied and validated (this one is unchanged)."""
+        unknown = sorted(set(changes) - _FIELDS)
+        if unknown:
+            raise ConfigError(
+                f"unknown configuration key(s) {', '.join(map(repr, unknown))}; "
+                f"valid keys are: {', '.join(sorted(_FIELDS))}"
+            )
+        changes = {k: _coerce(k, v) for k, v in changes.items()}
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(WorkerConfig))
+
+# name -> (kind, lower bound, lower bound inclusive?, upper bound)
+_RULES: dict[str, tuple[type, float | None, bool, float | None]] = {
+    "max_workers": (int, 1, True, 4096),
+    "queue_size": (int, 0, True, None),
+    "shutdown_timeout": (float, 0, True, None),
+    "retry_attempts": (int, 0, True, 1000),
+    "retry_delay": (float, 0, True, None),
+    "health_check_interval": (float, 0, False, None),
+    "retry_backoff": (float, 1, True, None),
+    "retry_max_delay": (float, 0, True, None),
+    "retry_jitter": (float, 0, True, 1),
+    "history_size": (int, 0, True, None),
+    "stuck_task_threshold": (float, 0, False, None),
+}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Normalise harmless spellings (an int for a float, 'info' for 'INFO')."""
+    if name == "log_level" and isinstance(value, str):
+        return value.upper()
+    if name in _RULES and _RULES[name][0] is float and type(value) is int:
+        return float(value)
+    return value
+
+
+def _validate(name: str, value: Any) -> None:
+    if name == "log_level":
+        if not isinstance(value, str) or value not in LOG_LEVELS:
+            kind = ConfigError if isinstance(value, str) else ConfigTypeError
+            raise kind(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+        return
+    if name == "enable_metrics":
+        if not isinstance(value, bool):
+            raise ConfigTypeError(f"enable_metrics must be True or False, got {value!r}")
+        return
+    kind, low, inclusive, high = _RULES[name]
+    ok_type = (type(value) is int) if kind is int else (type(value) in (int, float))
+    if not ok_type:
+        raise ConfigTypeError(f"{name} must be {'an int' if kind is int else 'a number'}, "
+                          f"got {type(value).__name__} {value!r}")
+    if value != value:  # NaN
+        raise ConfigError(f"{name} must be a number, got NaN")
+    if low is not None and (value < low or (not inclusive and value == low)):
+        raise ConfigError(f"{name} must be {'>=' if inclusive else '>'} {low:g}, got {value!r}")
+    if high is not None and value > high:
+        raise ConfigError(f"{name} must be <= {high:g}, got {value!r}")
+
+
+def config_from_env(environ: Mapping[str, str] | None = None) -> WorkerConfig:
+    """Defaults, overridden by ``NEON_<SETTING>`` environment variables (e.g. ``NEON_MAX_WORKERS=8``)."""
+    environ = os.environ if environ is None else environ
+    changes: dict[str, Any] = {}
+    for name in _FIELDS:
+        raw = environ.get("NEON_" + name.upper())
+        if raw is None:
+            continue
+        try:
+            if name == "log_level":
+                changes[name] = raw
+            elif name == "enable_metrics":
+                low = raw.strip().lower()
+                if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(raw)
+                changes[name] = low in ("1", "true", "yes", "on")
+            elif _RULES[name][0] is int:
+                changes[name] = int(raw)
+            else:
+                changes[name] = float(raw)
+        except ValueError:
+            raise ConfigError(f"environment variable NEON_{name.upper()}={raw!r} is not a valid "
+                              f"{name}") from None
+    return WorkerConfig().replace(**changes)
+
+
+ConfigListener = Callable[[WorkerConfig, WorkerConfig, frozenset], None]
+
+
+class ConfigManager:
+    """Holds the current `WorkerConfig`; thread-safe.
+
+    ``update(**changes)`` is all-or-nothing: every change is validated before the
+    snapshot is swapped. Listeners run after the lock is released, in the
+    updating thread; one that raises is logged and the others still run.
+    """
+
+    def __init__(self, config: WorkerConfig | None = None) -> None:
+        self._lock = threading.Lock()
+        self._config = config if config is not None else WorkerConfig()
+        self._listeners: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def get(self) -> WorkerConfig:
+        """The current snapshot (immutable)."""
+        return self._config  # a single attribute read is atomic
+
+    def update(self, **changes: Any) -> WorkerConfig:
+        """Validate and apply ``changes``; return the new snapshot."""
+        with self._lock:
+            old = self._config
+            new = old.replace(**changes)
+            self._config = new
+            listeners = list(self._listeners)
+        changed = frozenset(k for k in changes if getattr(old, k) != getattr(new, k))
+        if "log_level" in changed:
+            logging.getLogger("neon_nb").setLevel(new.log_level)
+        if changed:
+            for listener in listeners:
+                try:
+                    listener._on_global_config(old, new, changed)
+                except Exception:
+                    logger.exception("config listener %r failed", listener)
+        return new
+
+    def reset(self) -> WorkerConfig:
+        """Back to the defaults (and ``NEON_*`` environment variables)."""
+        fresh = config_from_env()
+        return self.update(**fresh.as_dict())
+
+    def add_listener(self, listener: Any) -> None:
+        """Register an object with an ``_on_global_config(old, new, changed)`` method (held weakly)."""
+        with self._lock:
+            self._listeners.add(listener)
+
+    def remove_listener(self, listener: Any) -> None:
+        with self._lock:
+            self._listeners.discard(listener)
+
+
+_manager = ConfigManager(config_from_env())
+
+
+def get_config() -> WorkerConfig:
+    """The current process-wide configuration (an immutable snapshot). Thread-safe."""
+    return _manager.get()
+
+
+def update_config(**changes: Any) -> WorkerConfig:
+    """Change process-wide settings, all or nothing; running workers follow. Thread-safe.
+
+    Raises `ConfigError` naming the key and the allowed values; on error nothing changes.
+    """
+    return _manager.update(**changes)
+
+
+def config_manager() -> ConfigManager:
+    """The process-wide `ConfigManager`."""
+    return _manager

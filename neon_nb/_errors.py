@@ -1,0 +1,66 @@
+"""Every exception neon_nb raises, in one hierarchy.
+
+Each message names the parameter at fault and what is allowed, so that a
+notebook user can fix the call without reading the source.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "ConfigTypeError",
+    "DuplicateTaskError",
+    "NeonError",
+    "QueueFullError",
+    "TaskPicklingError",
+    "UnknownTaskError",
+    "WorkerShutdownError",
+]
+
+
+class NeonError(Exception):
+    """Base class of every error raised by neon_nb."""
+
+
+class ConfigError(NeonError, ValueError):
+    """A configuration value has the wrong type or is out of range, or a key is unknown."""
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """A configuration value has the wrong type."""
+
+
+class QueueFullError(NeonError):
+    """The bounded queue stayed full for the whole of the allowed wait.
+
+    For a batch (`NeonWorker.add_tasks`), ``submitted`` holds the futures of the
+    tasks that were queued before the queue filled and ``remaining`` the tasks
+    that were not; nothing else was changed.
+    """
+
+    def __init__(self, message: str, *, submitted: list[Any] | None = None,
+                 remaining: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.submitted = submitted if submitted is not None else []
+        self.remaining = remaining if remaining is not None else []
+
+
+class DuplicateTaskError(NeonError, ValueError):
+    """A task with the same id is still queued, running or waiting for a retry."""
+
+
+class WorkerShutdownError(NeonError, RuntimeError):
+    """The worker is shutting down or stopped and accepts no new task."""
+
+
+class UnknownTaskError(NeonError, KeyError):
+    """No live or remembered task has this id."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class TaskPicklingError(NeonError, TypeError):
+    """A task cannot be sent to another process (processes or Dask backend)."""

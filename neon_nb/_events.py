@@ -1,0 +1,291 @@
+"""Events and subscriptions: how anything leaves the worker threads.
+
+The worker appends an `Event` to each subscriber's bounded buffer while it
+holds its lock (so every subscriber sees transitions in the order they
+happened), and never calls user code there. Delivery happens elsewhere:
+
+* ``on="thread"``: a delivery thread per subscription, owned by the worker.
+  Live whatever the main thread does; a slow callback only delays itself.
+* ``on=<asyncio loop>``: ``loop.call_soon_threadsafe``; in a notebook, the
+  kernel's loop, so the callback runs on the kernel thread when it is idle.
+* ``on="inline"``: on a worker thread right after it released its lock.
+  Must not block: it delays that worker.
+
+A full buffer drops its *oldest* events; the count is reported to the
+subscriber in the next `EventBatch`. ``max_rate_hz`` coalesces deliveries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from typing import Any, NamedTuple
+
+__all__ = ["Event", "EventBatch", "EventKind", "Subscription"]
+
+logger = logging.getLogger("neon_nb")
+
+
+class EventKind(str, enum.Enum):
+    TASK_SUBMITTED = "task_submitted"
+    TASK_STARTED = "task_started"
+    TASK_SUCCEEDED = "task_succeeded"
+    TASK_FAILED = "task_failed"
+    TASK_RETRY_SCHEDULED = "task_retry_scheduled"
+    TASK_CANCELLED = "task_cancelled"
+    WORKER_STARTED = "worker_started"
+    WORKER_RESIZED = "worker_resized"
+    WORKER_PAUSED = "worker_paused"
+    WORKER_RESUMED = "worker_resumed"
+    WORKER_CONFIG_CHANGED = "worker_config_changed"
+    WORKER_SHUTTING_DOWN = "worker_shutting_down"
+    WORKER_STOPPED = "worker_stopped"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TASK_EVENTS = frozenset(k for k in EventKind if k.value.startswith("task_"))
+WORKER_EVENTS = frozenset(EventKind) - TASK_EVENTS
+
+
+class Event(NamedTuple):
+    """One transition. Immutable.
+
+    ``seq`` increases by one per event of a worker. ``time`` is the
+    ``time.monotonic()`` of the transition; ``started_at`` is the start of the
+    attempt for a finished attempt (succeeded, failed, retry scheduled).
+    ``thread`` is the worker thread's name for task events. ``detail`` is the
+    error text of a failure, the retry delay, ``(old, new)`` pool sizes, or the
+    changed settings.
+    """
+
+    seq: int
+    kind: EventKind
+    time: float
+    task_id: Hashable | None = None
+    priority: int | None = None
+    attempt: int | None = None
+    thread: str | None = None
+    started_at: float | None = None
+    detail: Any = None
+
+
+class EventBatch(NamedTuple):
+    """What a callback receives: events in order, and how many were dropped just before them."""
+
+    events: tuple[Event, ...]
+    dropped: int = 0
+
+    def __iter__(self) -> Iterator[Event]:  # type: ignore[override]
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+Callback = Callable[[EventBatch], Any]
+
+
+class Subscription:
+    """A live subscription; cancel it, or use it as a context manager.
+
+    Thread-safe. Counters: ``delivered`` events, ``dropped`` events,
+    ``batches`` delivered, ``errors`` raised by the callback.
+    """
+
+    def __init__(self, owner: Any, callback: Callback, *, on: Any, max_rate_hz: float | None,
+                 buffer_size: int, kinds: Iterable[EventKind] | None, name: str) -> None:
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__} {callback!r}")
+        if isinstance(on, asyncio.AbstractEventLoop):
+            mode = "loop"
+        elif on in ("thread", "inline"):
+            mode = on
+        else:
+            raise ValueError(f"on must be 'thread', 'inline' or an asyncio event loop, got {on!r}")
+        if max_rate_hz is not None and (type(max_rate_hz) not in (int, float)
+                                        or not max_rate_hz > 0):
+            raise ValueError(f"max_rate_hz must be None or a number > 0, got {max_rate_hz!r}")
+        if type(buffer_size) is not int or buffer_size < 1:
+            raise ValueError(f"buffer_size must be an int >= 1, got {buffer_size!r}")
+        self.kinds: frozenset[EventKind] | None = None
+        if kinds is not None:
+            kinds = frozenset(EventKind(k) for k in kinds)
+            self.kinds = kinds
+        self.callback = callback
+        self.mode = mode
+        self.loop: asyncio.AbstractEventLoop | None = on if mode == "loop" else None
+        self.max_rate_hz = max_rate_hz
+        self._min_gap = 0.0 if max_rate_hz is None else 1.0 / max_rate_hz
+        self._owner = owner
+        self._lock: threading.Lock = owner._lock  # the worker's lock guards the buffer
+        self._buf: deque[Event] = deque()
+        self._cap = buffer_size
+        self._pending_drops = 0
+        self._armed = False
+        self._closed = False
+        self._last_delivery = -1e9
+        self._deliver_lock = threading.Lock()  # one delivery at a time, in order
+        self.delivered = 0
+        self.dropped = 0
+        self.batches = 0
+        self.errors = 0
+        self.name = name
+        self._wake = threading.Event()
+        self._stop_event = threading.Event()
+        self._cancelled = False
+        self._thread: threading.Thread | None = None
+        if mode == "thread":
+            self._thread = threading.Thread(target=self._thread_loop, name=name, daemon=True)
+
+    def _start(self) -> None:
+        if self._thread is not None:
+            self._thread.start()
+
+    # --- called by the worker with its lock held: no user code, no blocking ---
+    def _push_locked(self, event: Event) -> None:
+        kinds = self.kinds
+        if kinds is not None and event.kind not in kinds:
+            return
+        buf = self._buf
+        if len(buf) >= self._cap:
+            buf.popleft()
+            self._pending_drops += 1
+            self.dropped += 1
+        buf.append(event)
+        if not self._armed:
+            self._armed = True
+            if self.mode == "thread":
+                self._wake.set()
+            elif self.mode == "loop":
+                try:
+                    self.loop.call_soon_threadsafe(self._deliver_on_loop)  # type: ignore[union-attr]
+                except RuntimeError:  # loop closed: nobody will ever read this buffer
+                    self._closed = True
+                    self._buf.clear()
+
+    def _take(self) -> EventBatch | None:
+        with self._lock:
+            self._armed = False
+            if not self._buf:
+                return None
+            events = tuple(self._buf)
+            self._buf.clear()
+            dropped, self._pending_drops = self._pending_drops, 0
+        return EventBatch(events, dropped)
+
+    def _call(self, batch: EventBatch) -> None:
+        self._last_delivery = time.monotonic()
+        try:
+            self.callback(batch)
+        except Exception:
+            self.errors += 1
+            logger.exception("event callback %r raised; delivery goes on", self.callback)
+        self.delivered += len(batch.events)
+        self.batches += 1
+
+    # --- delivery -------------------------------------------------------------
+    def _thread_loop(self) -> None:
+        wake = self._wake
+        while True:
+            wake.wait()
+            wake.clear()
+            if self._min_gap:
+                # Coalesce: let events accumulate until the rate allows a batch.
+                delay = self._last_delivery + self._min_gap - time.monotonic()
+                if delay > 0 and not self._closed:
+                    self._stop_wait(delay)
+            batch = self._take()
+            if batch is not None and not (self._closed and self._cancelled):
+                self._call(batch)
+            if self._closed and not self._buf:
+                return
+
+    def _stop_wait(self, delay: float) -> None:
+        # Sleep for the rate limit, but wake early if the subscription is cancelled.
+        end = time.monotonic() + delay
+        while not self._closed:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self._stop_event.wait(left)
+
+    def _deliver_on_loop(self) -> None:
+        if self._closed and self._cancelled:
+            return
+        delay = self._last_delivery + self._min_gap - time.monotonic()
+        if delay > 0:
+            self.loop.call_later(delay, self._deliver_on_loop)  # type: ignore[union-attr]
+            return
+        batch = self._take()
+        if batch is not None:
+            self._call(batch)
+
+    def _pump_inline(self) -> None:
+        # Called by a worker thread after it released the worker lock. Whoever
+        # holds _deliver_lock delivers everything pending, so events stay in
+        # order and no worker ever waits for another worker's callback.
+        while self._buf and not self._cancelled:
+            if not self._deliver_lock.acquire(blocking=False):
+                return
+            try:
+                if self._min_gap and time.monotonic() - self._last_delivery < self._min_gap:
+                    return  # coalesced into a later delivery
+                batch = self._take()
+                if batch is not None:
+                    self._call(batch)
+            finally:
+                self._deliver_lock.release()
+
+    def flush(self) -> None:
+        """Deliver what is buffered now, on the calling thread (for inline subscribers at the end)."""
+        with self._deliver_lock:
+            batch = self._take()
+            if batch is not None:
+                self._call(batch)
+
+    # --- lifecycle --------------------------------------------------------------
+    def _close(self, *, drain: bool) -> None:
+        """Stop delivery; with ``drain`` the thread first delivers what is buffered."""
+        if not drain:
+            self._cancelled = True
+        self._closed = True
+        self._stop_event.set()
+        self._wake.set()
+
+    def cancel(self) -> None:
+        """Stop receiving events; undelivered ones are discarded. Idempotent, thread-safe."""
+        self._owner._unsubscribe(self)
+        self._close(drain=False)
+        t = self._thread
+        if t is not None and t is not threading.current_thread() and t.is_alive():
+            t.join(timeout=1.0)
+
+    @property
+    def active(self) -> bool:
+        return not self._closed
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the delivery thread has delivered everything after the worker stopped."""
+        t = self._thread
+        if t is None or not t.ident:
+            return True
+        t.join(timeout)
+        return not t.is_alive()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "closed"
+        return (f"<Subscription {self.name} on={self.mode} {state} delivered={self.delivered} "
+                f"dropped={self.dropped} errors={self.errors}>")

@@ -1,0 +1,235 @@
+"""Tasks: what users submit (`Task`), what they get back (`TaskFuture`, `TaskInfo`)."""
+
+from __future__ import annotations
+
+import concurrent.futures._base as _fb
+import enum
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["RetryFilter", "Task", "TaskFuture", "TaskInfo", "TaskState"]
+
+
+class TaskState(str, enum.Enum):
+    """Where a task is. ``SUCCEEDED``, ``FAILED`` and ``CANCELLED`` are terminal."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRY_WAIT = "retry_wait"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+
+RetryFilter = "tuple[type[BaseException], ...] | Callable[[BaseException], bool]"
+
+
+@dataclass(slots=True)
+class Task:
+    """A unit of work: ``function(*args, **kwargs)``, identified by ``id``.
+
+    ``priority``: a higher number runs first; equal priorities run in
+    submission order. The ``retry_*`` fields override the worker's settings for
+    this task only (None means "use the worker's"). ``retry_on`` chooses which
+    exceptions are retried: a tuple of exception types, or a predicate taking
+    the exception. Everything is validated here, at construction.
+    """
+
+    id: Hashable
+    function: Callable[..., Any]
+    args: tuple = ()
+    kwargs: dict[str, Any] | None = None
+    priority: int = 0
+    retry_attempts: int | None = None
+    retry_delay: float | None = None
+    retry_backoff: float | None = None
+    retry_on: Any = None
+
+    def __post_init__(self) -> None:
+        tid = self.id
+        if tid is None or (isinstance(tid, (str, bytes)) and not tid):
+            raise ValueError(f"Task.id must be a non-empty hashable value, got {tid!r}")
+        try:
+            hash(tid)
+        except TypeError:
+            raise TypeError(f"Task.id must be hashable, got unhashable {type(tid).__name__} {tid!r}") from None
+        if not callable(self.function):
+            raise TypeError(f"Task.function must be callable, got {type(self.function).__name__} "
+                            f"{self.function!r} (task {tid!r})")
+        if type(self.args) is not tuple:
+            if isinstance(self.args, (list, tuple)):
+                self.args = tuple(self.args)
+            else:
+                raise TypeError(f"Task.args must be a tuple, got {type(self.args).__name__} "
+                                f"{self.args!r} (task {tid!r}); for one argument write (x,)")
+        if self.kwargs is not None and not isinstance(self.kwargs, dict):
+            raise TypeError(f"Task.kwargs must be a dict or None, got {type(self.kwargs).__name__} "
+                            f"(task {tid!r})")
+        if type(self.priority) is not int:
+            raise TypeError(f"Task.priority must be an int (higher runs first), got "
+                            f"{type(self.priority).__name__} {self.priority!r} (task {tid!r})")
+        if self.retry_attempts is not None and (type(self.retry_attempts) is not int
+                                                or self.retry_attempts < 0):
+            raise ValueError(f"Task.retry_attempts must be None or an int >= 0, got "
+                             f"{self.retry_attempts!r} (task {tid!r})")
+        for name in ("retry_delay", "retry_backoff"):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            low = 1.0 if name == "retry_backoff" else 0.0
+            if type(v) not in (int, float) or v != v or v < low:
+                raise ValueError(f"Task.{name} must be None or a number >= {low:g}, got {v!r} "
+                                 f"(task {tid!r})")
+        check_retry_on(self.retry_on, f"Task.retry_on (task {tid!r})")
+
+
+def check_retry_on(value: Any, where: str) -> None:
+    """Validate an exception filter: None, an exception type, a tuple of them, or a callable."""
+    if value is None or _is_exc_type(value):
+        return
+    if isinstance(value, tuple):
+        if all(_is_exc_type(t) for t in value):
+            return
+    elif callable(value):
+        return
+    raise TypeError(f"{where} must be an exception type, a tuple of exception types or a "
+                    f"predicate callable(exc) -> bool, got {value!r}")
+
+
+def _is_exc_type(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, BaseException)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """A frozen view of one task's status, as returned by `NeonWorker.get_task_status`.
+
+    Times are ``time.monotonic()`` seconds (None when the step has not happened).
+    ``error`` is ``"ExceptionType: message"`` of the last failure; the exception
+    itself is on the task's future.
+    """
+
+    id: Hashable
+    state: TaskState
+    priority: int
+    sequence: int
+    attempts: int
+    submitted_at: float
+    started_at: float | None
+    finished_at: float | None
+    thread: str | None
+    error: str | None
+
+    @property
+    def done(self) -> bool:
+        return self.state.terminal
+
+    @property
+    def queue_wait(self) -> float | None:
+        """Seconds between the last (re)queueing and the start of the last attempt."""
+        return None if self.started_at is None else self.started_at - self.submitted_at
+
+    @property
+    def run_time(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+class TaskFuture(Future):
+    """The handle `NeonWorker.add_task` returns: a `concurrent.futures.Future`.
+
+    ``cancel()`` withdraws a queued task (or one waiting for a retry) from the
+    worker and notifies ``concurrent.futures.wait``/``as_completed`` at once;
+    a running or finished task cannot be cancelled. ``task_id`` names the task.
+
+    The worker changes the state of this future under its own lock (so that the
+    status counters and the future agree at every instant) and runs the done
+    callbacks after releasing it. That needs the base class's private fields;
+    they have been stable since Python 3.2 and are pinned by the test suite.
+    """
+
+    __slots__ = ("_canceller", "task_id")
+
+    def __init__(self, task_id: Hashable = None, canceller: Callable[[Any], bool] | None = None) -> None:
+        super().__init__()
+        self.task_id = task_id
+        self._canceller = canceller
+
+    def cancel(self) -> bool:
+        canceller = self._canceller
+        if canceller is None:
+            # Not (or no longer) owned by a worker: plain Future semantics.
+            if super().cancel():
+                return self._notify_cancelled()
+            return self.cancelled()
+        return canceller(self)
+
+    # --- used by the worker -------------------------------------------------
+    # ``_set_*_locked`` are called with the worker lock held: they change the
+    # state and wake waiters but run no callback. The worker calls
+    # ``_invoke_callbacks()`` after releasing its lock.
+
+    def _set_result_locked(self, result: Any) -> None:
+        with self._condition:
+            self._result = result
+            self._state = _fb.FINISHED
+            for waiter in self._waiters:
+                waiter.add_result(self)
+            self._condition.notify_all()
+        self._canceller = None
+
+    def _set_exception_locked(self, exc: BaseException) -> None:
+        with self._condition:
+            self._exception = exc
+            self._state = _fb.FINISHED
+            for waiter in self._waiters:
+                waiter.add_exception(self)
+            self._condition.notify_all()
+        self._canceller = None
+
+    def _set_cancelled_locked(self) -> bool:
+        """Cancel from PENDING or RUNNING (a task waiting for a retry); False if finished.
+
+        Goes straight to CANCELLED_AND_NOTIFIED so that ``wait()`` and
+        ``as_completed()`` see it (the standard pool only notifies them when a
+        worker later dequeues the item: python/cpython#87893).
+        """
+        with self._condition:
+            if self._state == _fb.FINISHED:
+                return False
+            if self._state != _fb.CANCELLED_AND_NOTIFIED:
+                self._state = _fb.CANCELLED_AND_NOTIFIED
+                for waiter in self._waiters:
+                    waiter.add_cancelled(self)
+                self._condition.notify_all()
+        self._canceller = None
+        return True
+
+    def _set_running_locked(self) -> None:
+        with self._condition:
+            if self._state == _fb.PENDING:
+                self._state = _fb.RUNNING
+
+    def _notify_cancelled(self) -> bool:
+        with self._condition:
+            if self._state == _fb.CANCELLED:
+                self._state = _fb.CANCELLED_AND_NOTIFIED
+                for waiter in self._waiters:
+                    waiter.add_cancelled(self)
+                self._condition.notify_all()
+        return True
+
+    def __repr__(self) -> str:
+        return f"<TaskFuture {self.task_id!r} {self._state.lower()}>"
