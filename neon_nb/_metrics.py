@@ -10,6 +10,7 @@ spans, and the pending deque is folded at least once per window.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import types
@@ -162,7 +163,10 @@ class Metrics:
         self._version = 0
 
     def reset(self) -> None:
-        """Forget histograms, windows, utilisation and the task stream (counts stay: they are the worker's)."""
+        """Forget histograms, windows, utilisation and the task stream.
+
+        Counts stay: they are the worker's.
+        """
         with self._lock:
             self.pending.clear()
             self._reset_locked()
@@ -198,8 +202,7 @@ class Metrics:
                 if w is None:
                     w = windows[idx] = [0, 0]
                 w[outcome == OUTCOME_FAILED] += 1
-                if idx > newest:
-                    newest = idx
+                newest = max(newest, idx)
             # Busy time, split across the windows the attempt spans.
             s = max(start, t0)
             while s < end:
@@ -293,6 +296,4 @@ def _summary(h: HdrHistogram) -> LatencySummary:
 
 
 def _decade_bin(v: int) -> int:
-    import math
-
     return math.ceil(math.log10(max(v, 1)) * 4)

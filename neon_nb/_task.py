@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures._base as _fb
 import enum
+import math
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -63,7 +64,8 @@ class Task:
         try:
             hash(tid)
         except TypeError:
-            raise TypeError(f"Task.id must be hashable, got unhashable {type(tid).__name__} {tid!r}") from None
+            raise TypeError(f"Task.id must be hashable, got unhashable {type(tid).__name__} "
+                            f"{tid!r}") from None
         if not callable(self.function):
             raise TypeError(f"Task.function must be callable, got {type(self.function).__name__} "
                             f"{self.function!r} (task {tid!r})")
@@ -88,7 +90,7 @@ class Task:
             if v is None:
                 continue
             low = 1.0 if name == "retry_backoff" else 0.0
-            if type(v) not in (int, float) or v != v or v < low:
+            if type(v) not in (int, float) or math.isnan(v) or v < low:
                 raise ValueError(f"Task.{name} must be None or a number >= {low:g}, got {v!r} "
                                  f"(task {tid!r})")
         check_retry_on(self.retry_on, f"Task.retry_on (task {tid!r})")
@@ -218,9 +220,10 @@ class TaskFuture(Future):
         return True
 
     def _set_running_locked(self) -> None:
-        with self._condition:
-            if self._state == _fb.PENDING:
-                self._state = _fb.RUNNING
+        # PENDING -> RUNNING. Only the worker (under its lock) and cancel() (which
+        # goes through that lock) change a pending future, and nobody waits for
+        # this transition, so the future's own condition is not needed.
+        self._state = _fb.RUNNING
 
     def _notify_cancelled(self) -> bool:
         with self._condition:
