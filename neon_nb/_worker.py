@@ -1195,8 +1195,12 @@ class NeonWorker:
             with self._lock:
                 if self._state == WorkerState.STOPPED:
                     return
+                # A retry scheduled while the lock was released above notified
+                # nobody: take its due time into account now, under the lock.
+                if self._retry_heap:
+                    wake = min(wake, self._retry_heap[0][0])
                 left = wake - _now()
-                if left > 0 and not (self._retry_heap and self._retry_heap[0][0] <= _now()):
+                if left > 0:
                     self._monitor_cv.wait(left)
 
     def _check_health(self) -> HealthReport:
