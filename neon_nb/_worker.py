@@ -79,6 +79,8 @@ class ShutdownReport:
     timeout. ``cancelled`` are the ids of tasks cancelled by the shutdown
     (queued or waiting for a retry); ``abandoned`` the ids of tasks still
     running when the timeout expired (their threads are left to finish them).
+    ``complete`` is False when this call's timeout expired while a shutdown
+    started by another call was still in progress: the report is its state so far.
     """
 
     clean: bool
@@ -88,9 +90,13 @@ class ShutdownReport:
     failed: int
     cancelled: tuple[Hashable, ...]
     abandoned: tuple[Hashable, ...]
+    complete: bool = True
 
     def __str__(self) -> str:
-        head = "clean shutdown" if self.clean else "shutdown timed out"
+        if not self.complete:
+            head = "shutdown still in progress"
+        else:
+            head = "clean shutdown" if self.clean else "shutdown timed out"
         return (f"{head} in {self.elapsed:.2f}s: {self.succeeded} succeeded, {self.failed} failed, "
                 f"{len(self.cancelled)} cancelled, {len(self.abandoned)} abandoned while running")
 
@@ -1028,8 +1034,9 @@ class NeonWorker:
         returns within the timeout plus a few milliseconds even if a task
         hangs. A paused worker is resumed so that its queue can drain.
 
-        Idempotent and thread-safe: a second call waits for the first and
-        returns the same `ShutdownReport`. ``wait=False`` starts the shutdown
+        Idempotent and thread-safe: a second call waits (within its own
+        timeout) for the first and returns the same `ShutdownReport`, or a
+        report with ``complete=False`` if the first is still going on. ``wait=False`` starts the shutdown
         and returns None at once. Called from inside a task, it does not wait
         for that task.
         """
@@ -1066,9 +1073,11 @@ class NeonWorker:
                                  name=f"{self.name}-shutdown", daemon=True).start()
             return None
         if not first:
+            # Another call is shutting down: wait for its report, within our own bound.
             left = None if deadline is None else max(0.0, deadline - _now())
-            self._shutdown_done.wait(left)
-            return self._report
+            if self._shutdown_done.wait(left):
+                return self._report
+            return self._progress_report(timeout)
         return self._complete_shutdown(t_begin, timeout)
 
     def _complete_shutdown(self, t_begin: float, timeout: float | None) -> ShutdownReport:
@@ -1137,6 +1146,17 @@ class NeonWorker:
         else:
             logger.debug("worker %s: %s", self.name, report)
         return report
+
+    def _progress_report(self, timeout: float | None) -> ShutdownReport:
+        """A report of a shutdown still in progress (``complete=False``)."""
+        with self._lock:
+            started = self._shutdown_started_at or _now()
+            return ShutdownReport(
+                clean=False, elapsed=_now() - started, timeout=timeout,
+                succeeded=self._succeeded, failed=self._failed,
+                cancelled=tuple(self._shutdown_cancelled),
+                abandoned=tuple(r.id for r in self._live.values() if r.state is RUNNING),
+                complete=False)
 
     def _exit_shutdown(self) -> None:
         if self._closed and self._shutdown_done.is_set():
