@@ -1,8 +1,10 @@
 """Events and subscriptions: how anything leaves the worker threads.
 
-The worker appends an `Event` to each subscriber's bounded buffer while it
-holds its lock (so every subscriber sees transitions in the order they
-happened), and never calls user code there. Delivery happens elsewhere:
+The worker appends each `Event` to one bounded log while it holds its lock
+(so every subscriber sees transitions in the order they happened), and never
+calls user code there: emitting costs one tuple and one deque append, however
+many subscribers there are. Each subscription keeps a cursor into that log
+and takes what is new when it delivers. Delivery happens elsewhere:
 
 * ``on="thread"``: a delivery thread per subscription, owned by the worker.
   Live whatever the main thread does; a slow callback only delays itself.
@@ -11,24 +13,29 @@ happened), and never calls user code there. Delivery happens elsewhere:
 * ``on="inline"``: on a worker thread right after it released its lock.
   Must not block: it delays that worker.
 
-A full buffer drops its *oldest* events; the count is reported to the
-subscriber in the next `EventBatch`. ``max_rate_hz`` coalesces deliveries.
+A subscriber's buffer is the part of the log past its cursor, bounded by its
+``buffer_size``: when it would be exceeded the *oldest* events are dropped and
+the count is reported in the next `EventBatch` (drops are counted before the
+``kinds`` filter). ``max_rate_hz`` coalesces deliveries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import logging
+import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 __all__ = ["Event", "EventBatch", "EventKind", "Subscription"]
 
 logger = logging.getLogger("neon_nb")
+
+_MIN_GAP = 0.001  # seconds between two deliveries of an unthrottled thread subscriber
 
 
 class EventKind(str, enum.Enum):
@@ -122,12 +129,14 @@ class Subscription:
         self.mode = mode
         self.loop: asyncio.AbstractEventLoop | None = on if mode == "loop" else None
         self.max_rate_hz = max_rate_hz
-        self._min_gap = 0.0 if max_rate_hz is None else 1.0 / max_rate_hz
+        # Even unthrottled, a delivery thread batches for at least _MIN_GAP: each
+        # wake-up costs a thread switch under the GIL, which the workers pay for.
+        self._min_gap = (_MIN_GAP if mode == "thread" else 0.0) if max_rate_hz is None \
+            else 1.0 / max_rate_hz
         self._owner = owner
-        self._lock: threading.Lock = owner._lock  # the worker's lock guards the buffer
-        self._buf: deque[Event] = deque()
+        self._lock: threading.Lock = owner._lock  # the worker's lock guards the log and cursor
         self._cap = buffer_size
-        self._pending_drops = 0
+        self._cursor = 0  # seq of the next event to deliver; set by the worker at subscribe
         self._armed = False
         self._closed = False
         self._last_delivery = -1e9
@@ -137,7 +146,7 @@ class Subscription:
         self.batches = 0
         self.errors = 0
         self.name = name
-        self._wake = threading.Event()
+        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()  # C-level: cheap to signal
         self._stop_event = threading.Event()
         self._cancelled = False
         self._thread: threading.Thread | None = None
@@ -149,35 +158,57 @@ class Subscription:
             self._thread.start()
 
     # --- called by the worker with its lock held: no user code, no blocking ---
-    def _push_locked(self, event: Event) -> None:
-        kinds = self.kinds
-        if kinds is not None and event.kind not in kinds:
-            return
-        buf = self._buf
-        if len(buf) >= self._cap:
-            buf.popleft()
-            self._pending_drops += 1
-            self.dropped += 1
-        buf.append(event)
-        if not self._armed:
-            self._armed = True
-            if self.mode == "thread":
-                self._wake.set()
-            elif self.mode == "loop":
-                try:
-                    self.loop.call_soon_threadsafe(self._deliver_on_loop)  # type: ignore[union-attr]
-                except RuntimeError:  # loop closed: nobody will ever read this buffer
-                    self._closed = True
-                    self._buf.clear()
+    def _arm(self) -> None:
+        # First event since the last delivery: wake the deliverer (no user code here).
+        if self.mode == "thread":
+            self._wake.put(None)
+        elif self.mode == "loop":
+            try:
+                self.loop.call_soon_threadsafe(self._deliver_on_loop)  # type: ignore[union-attr]
+            except RuntimeError:  # loop closed: nobody will ever read this buffer
+                self._closed = True
+                self._cancelled = True  # no longer holds the log back
+
+    def _pending(self) -> bool:
+        # Unlocked read: a hint only (the deque's ends are read atomically).
+        log = self._owner._log
+        try:
+            return log[-1][0] >= self._cursor
+        except IndexError:
+            return False
 
     def _take(self) -> EventBatch | None:
+        """Everything new since the last take, bounded by buffer_size; None if nothing."""
+        owner = self._owner
         with self._lock:
             self._armed = False
-            if not self._buf:
+            owner._need_wake = True
+            log = owner._log
+            if not log:
                 return None
-            events = tuple(self._buf)
-            self._buf.clear()
-            dropped, self._pending_drops = self._pending_drops, 0
+            last = log[-1][0]
+            start = self._cursor
+            if last < start:
+                return None
+            first = log[0][0]
+            dropped = 0
+            if start < first:  # the log overflowed past our cursor
+                dropped = first - start
+                start = first
+            if last + 1 - start > self._cap:  # more than our buffer holds: keep the newest
+                dropped += last + 1 - start - self._cap
+                start = last + 1 - self._cap
+            skip = start - first
+            events = tuple(log) if not skip else tuple(itertools.islice(log, skip, None))
+            self._cursor = last + 1
+            owner._trim_log_locked()
+        if self.kinds is not None:
+            kinds = self.kinds
+            events = tuple(e for e in events if e[1] in kinds)
+        if dropped:
+            self.dropped += dropped
+        if not events and not dropped:
+            return None
         return EventBatch(events, dropped)
 
     def _call(self, batch: EventBatch) -> None:
@@ -192,10 +223,9 @@ class Subscription:
 
     # --- delivery -------------------------------------------------------------
     def _thread_loop(self) -> None:
-        wake = self._wake
+        wake = self._wake.get
         while True:
-            wake.wait()
-            wake.clear()
+            wake()
             if self._min_gap:
                 # Coalesce: let events accumulate until the rate allows a batch.
                 delay = self._last_delivery + self._min_gap - time.monotonic()
@@ -204,7 +234,7 @@ class Subscription:
             batch = self._take()
             if batch is not None and not (self._closed and self._cancelled):
                 self._call(batch)
-            if self._closed and not self._buf:
+            if self._closed and not self._pending():
                 return
 
     def _stop_wait(self, delay: float) -> None:
@@ -231,7 +261,7 @@ class Subscription:
         # Called by a worker thread after it released the worker lock. Whoever
         # holds _deliver_lock delivers everything pending, so events stay in
         # order and no worker ever waits for another worker's callback.
-        while self._buf and not self._cancelled:
+        while not self._cancelled and self._pending():
             if not self._deliver_lock.acquire(blocking=False):
                 return
             try:
@@ -257,7 +287,7 @@ class Subscription:
             self._cancelled = True
         self._closed = True
         self._stop_event.set()
-        self._wake.set()
+        self._wake.put(None)
 
     def cancel(self) -> None:
         """Stop receiving events; undelivered ones are discarded. Idempotent, thread-safe."""

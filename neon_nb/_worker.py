@@ -38,7 +38,7 @@ import random
 import threading
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +55,16 @@ logger = logging.getLogger("neon_nb")
 logger.addHandler(logging.NullHandler())
 
 _now = time.monotonic
+
+
+def _bounded(left: float | None) -> float | None:
+    """A wait argument the OS accepts (timeouts above threading.TIMEOUT_MAX overflow)."""
+    return left if left is None or left < threading.TIMEOUT_MAX else threading.TIMEOUT_MAX
+
+
+_new_event = tuple.__new__
+_STARTED = EventKind.TASK_STARTED
+_SUBMITTED = EventKind.TASK_SUBMITTED
 _ITEM = 1
 _RETIRE = 2
 _STOP = 3
@@ -281,6 +291,8 @@ class NeonWorker:
 
         self._subs: tuple[Subscription, ...] = ()
         self._inline_subs: tuple[Subscription, ...] = ()
+        self._log: deque[Event] = deque(maxlen=1)  # the event log, see _events.py
+        self._need_wake = True
         self._event_seq = itertools.count()
         self._sub_ids = itertools.count()
 
@@ -437,7 +449,8 @@ class NeonWorker:
                 rec.retry_backoff = task.retry_backoff
                 rec.retry_on = task.retry_on
             recs.append(rec)
-        done = 0
+        futures = [r.future for r in recs]  # records drop their future when they finish
+        done = woken = 0
         try:
             with self._lock:
                 if self._closed:
@@ -450,8 +463,13 @@ class NeonWorker:
                                                  f"{live[rec.id].state.value}; nothing of the batch "
                                                  f"was queued")
                 size = self._config.queue_size
+                woken = 0
                 for rec in recs:
                     if size and self._queued >= size:
+                        # Wake threads for what is queued so far, or no room will ever come.
+                        for _ in range(done - woken):
+                            self._tokens.put(_ITEM)
+                        woken = done
                         self._wait_for_room_locked(deadline, rec.id, len(recs) - done)
                         size = self._config.queue_size
                         if rec.id in live or self._closed:
@@ -461,15 +479,15 @@ class NeonWorker:
                     self._enqueue_locked(rec)
                     done += 1
         except QueueFullError as exc:
-            raise QueueFullError(str(exc), submitted=[r.future for r in recs[:done]],
+            raise QueueFullError(str(exc), submitted=futures[:done],
                                  remaining=tasks[done:]) from None
         finally:
             put = self._tokens.put
-            for _ in range(done):
+            for _ in range(done - woken):
                 put(_ITEM)
             if done and self._inline_subs:
                 self._after_emit()
-        return [r.future for r in recs]
+        return futures
 
     def map(self, fn: Callable[..., Any], params: Iterable[Any], *, priority: int | Callable = 0,
             id_prefix: str | None = None, star: bool = False, **task_options: Any) -> list[TaskFuture]:
@@ -509,7 +527,7 @@ class NeonWorker:
                     if left <= 0:
                         raise QueueFullError(f"queue stayed full ({self._queued}/{size} tasks) for "
                                              f"the whole timeout (task {tid!r}, {n} not queued)")
-                    self._not_full.wait(left)
+                    self._not_full.wait(_bounded(left))
         finally:
             self._put_waiters -= 1
 
@@ -759,7 +777,11 @@ class NeonWorker:
             return None  # no thread will be left to run it
         delay = cfg.retry_delay if rec.retry_delay is None else rec.retry_delay
         backoff = cfg.retry_backoff if rec.retry_backoff is None else rec.retry_backoff
-        delay = min(delay * backoff ** (rec.attempts - 1), max(cfg.retry_max_delay, delay))
+        cap = max(cfg.retry_max_delay, delay)
+        try:
+            delay = min(delay * backoff ** (rec.attempts - 1), cap)
+        except OverflowError:  # a huge backoff: the cap applies
+            delay = cap
         if cfg.retry_jitter:
             delay *= 1.0 + random.uniform(-cfg.retry_jitter, cfg.retry_jitter)
         return max(delay, 0.0)
@@ -935,7 +957,7 @@ class NeonWorker:
                     left = deadline - _now()
                     if left <= 0:
                         return False
-                    self._all_done.wait(left)
+                    self._all_done.wait(_bounded(left))
             return True
 
     # ================================================================ control
@@ -972,20 +994,24 @@ class NeonWorker:
 
     def configure(self, **changes: Any) -> WorkerConfig:
         """Change this worker's settings (all or nothing) and pin them against `update_config`."""
-        new_cfg = self._config.replace(**changes)  # validates; raises ConfigError naming the key
-        self._pinned = self._pinned | frozenset(changes)
-        self._apply_config(new_cfg, frozenset(changes))
-        return new_cfg
+        self._config.replace(**changes)  # validate first: raises ConfigError naming the key
+        with self._lock:
+            self._pinned = self._pinned | frozenset(changes)
+        return self._apply_config(changes)
 
     def _on_global_config(self, old: WorkerConfig, new: WorkerConfig, changed: frozenset) -> None:
         follow = {k: getattr(new, k) for k in changed if k not in self._pinned}
         if follow:
-            self._apply_config(self._config.replace(**follow), frozenset(follow))
+            self._apply_config(follow)
 
-    def _apply_config(self, cfg: WorkerConfig, changed: frozenset) -> None:
+    def _apply_config(self, changes: dict[str, Any]) -> WorkerConfig:
+        # The new snapshot is derived from the current one under the lock, so
+        # concurrent configure() calls never lose each other's changes.
         start: list[threading.Thread] = []
+        changed = frozenset(changes)
         with self._lock:
             old = self._config
+            cfg = old.replace(**changes)
             self._config = cfg
             if cfg.queue_size != old.queue_size and self._put_waiters:
                 self._not_full.notify_all()
@@ -1016,6 +1042,7 @@ class NeonWorker:
         if "log_level" in changed:
             logging.getLogger("neon_nb").setLevel(cfg.log_level)
         self._after_emit()
+        return cfg
 
     def _enable_metrics(self) -> None:
         if self.metrics is None:
@@ -1066,6 +1093,7 @@ class NeonWorker:
         if first and cancel_pending:
             self._cancel_all_pending()
         if first and never_started:
+            self._cancel_all_pending()  # no thread will ever run them
             return self._finalize(t_begin, timeout)
         if not wait:
             if first:
@@ -1075,7 +1103,7 @@ class NeonWorker:
         if not first:
             # Another call is shutting down: wait for its report, within our own bound.
             left = None if deadline is None else max(0.0, deadline - _now())
-            if self._shutdown_done.wait(left):
+            if self._shutdown_done.wait(_bounded(left)):
                 return self._report
             return self._progress_report(timeout)
         return self._complete_shutdown(t_begin, timeout)
@@ -1092,7 +1120,7 @@ class NeonWorker:
                     left = deadline - _now()
                     if left <= 0:
                         break
-                    self._all_done.wait(left)
+                    self._all_done.wait(_bounded(left))
         if self._live:
             self._cancel_all_pending()
         return self._finalize(t_begin, timeout)
@@ -1118,7 +1146,7 @@ class NeonWorker:
             if t is me or not t.ident:
                 continue
             left = None if deadline is None else max(0.0, deadline - _now())
-            t.join(left)
+            t.join(_bounded(left))
         self._backend.stop(self)
         with self._lock:
             if self._report is not None:
@@ -1283,9 +1311,11 @@ class NeonWorker:
         with self._lock:
             if self._state == WorkerState.STOPPED:
                 raise WorkerShutdownError(f"worker {self.name!r} is stopped: nothing to subscribe to")
+            sub._cursor = self._log[-1][0] + 1 if self._log else self._peek_seq_locked()
             self._subs = (*self._subs, sub)
             if sub.mode == "inline":
                 self._inline_subs = (*self._inline_subs, sub)
+            self._resize_log_locked()
         sub._start()
         return sub
 
@@ -1293,23 +1323,59 @@ class NeonWorker:
         with self._lock:
             self._subs = tuple(s for s in self._subs if s is not sub)
             self._inline_subs = tuple(s for s in self._inline_subs if s is not sub)
+            self._resize_log_locked()
+            self._trim_log_locked()
+
+    def _peek_seq_locked(self) -> int:
+        # The next event's seq: itertools.count cannot be peeked, so replace it.
+        n = next(self._event_seq)
+        self._event_seq = itertools.count(n)
+        return n
+
+    def _resize_log_locked(self) -> None:
+        cap = max((s._cap for s in self._subs), default=1)
+        if cap != self._log.maxlen:
+            self._log = deque(self._log, maxlen=cap)
+
+    def _trim_log_locked(self) -> None:
+        # Forget events every live subscriber has taken.
+        log = self._log
+        cursors = [s._cursor for s in self._subs if not s._cancelled]
+        if not cursors or not log or min(cursors) > log[-1][0]:
+            log.clear()
+            return
+        low = min(cursors)
+        while log and log[0][0] < low:
+            log.popleft()
+
+    def _wake_subs_locked(self) -> None:
+        self._need_wake = False
+        for s in self._subs:
+            if not s._armed and not s._cancelled:
+                s._armed = True
+                s._arm()
 
     def _emit_locked(self, kind: EventKind, rec: _Record | None = None, detail: Any = None) -> None:
+        # Hot path when someone subscribes: build the immutable event once (a
+        # C-level tuple construction) and append it to each subscriber's buffer.
         subs = self._subs
         if not subs:
             return
         if rec is None:
-            ev = Event(next(self._event_seq), kind, _now(), None, None, None,
-                       threading.current_thread().name, None, detail)
-        elif kind is EventKind.TASK_STARTED or kind is EventKind.TASK_SUBMITTED:
-            t = rec.started_at if kind is EventKind.TASK_STARTED else rec.enqueued_at
-            ev = Event(next(self._event_seq), kind, t, rec.id, rec.priority, rec.attempts,
-                       rec.thread, None, detail)
+            ev = _new_event(Event, (next(self._event_seq), kind, _now(), None, None, None,
+                                    threading.current_thread().name, None, detail))
+        elif kind is _STARTED:
+            ev = _new_event(Event, (next(self._event_seq), kind, rec.started_at, rec.id, rec.priority,
+                                    rec.attempts, rec.thread, None, detail))
+        elif kind is _SUBMITTED:
+            ev = _new_event(Event, (next(self._event_seq), kind, rec.enqueued_at, rec.id,
+                                    rec.priority, rec.attempts, None, None, detail))
         else:
-            ev = Event(next(self._event_seq), kind, rec.finished_at, rec.id, rec.priority,
-                       rec.attempts, rec.thread, rec.started_at, detail)
-        for s in subs:
-            s._push_locked(ev)
+            ev = _new_event(Event, (next(self._event_seq), kind, rec.finished_at, rec.id, rec.priority,
+                                    rec.attempts, rec.thread, rec.started_at, detail))
+        self._log.append(ev)
+        if self._need_wake:
+            self._wake_subs_locked()
 
     def _after_emit(self) -> None:
         for s in self._inline_subs:
