@@ -44,7 +44,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._config import WorkerConfig, config_manager
-from ._errors import DuplicateTaskError, QueueFullError, UnknownTaskError, WorkerShutdownError
+from ._errors import (
+    DuplicateTaskError,
+    NeonError,
+    QueueFullError,
+    UnknownTaskError,
+    WorkerShutdownError,
+)
 from ._events import Event, EventKind, Subscription
 from ._metrics import OUTCOME_FAILED, OUTCOME_RETRY, OUTCOME_SUCCEEDED, Metrics
 from ._task import Task, TaskFuture, TaskInfo, TaskState, check_retry_on
@@ -273,6 +279,7 @@ class NeonWorker:
         self._thread_ids = itertools.count()
         self._retire = 0
         self._replaced = 0
+        self._crashed: set[str] = set()
 
         self._state = WorkerState.CREATED
         self._paused = False
@@ -557,7 +564,9 @@ class NeonWorker:
 
     def _thread_main(self, name: str) -> None:
         # A thread that leaves normally removes itself from self._threads; one
-        # still listed there but dead has crashed, and the monitor replaces it.
+        # that crashes adds itself to self._crashed, and the monitor replaces it.
+        # (Thread.is_alive() cannot tell: it is False for a thread that has
+        # started but not yet run, which once made the monitor replace live threads.)
         if self._thread_init is not None:
             fn, args = self._thread_init
             try:
@@ -574,6 +583,9 @@ class NeonWorker:
             self._work(name)
         except BaseException:  # pragma: no cover - a bug in the loop itself
             logger.exception("worker thread %s died; the monitor will replace it", name)
+            with self._lock:
+                self._crashed.add(name)
+                self._monitor_cv.notify()
             raise
 
     def _work(self, name: str) -> None:
@@ -1221,7 +1233,7 @@ class NeonWorker:
                         due.append(rec)
                         if self._subs:
                             self._emit_locked(EventKind.TASK_SUBMITTED, rec, detail="retry")
-                health_due = now >= self._next_health
+                health_due = now >= self._next_health or bool(self._crashed)
                 if health_due:
                     self._next_health = now + self._config.health_check_interval
                 wake = self._next_health
@@ -1258,13 +1270,25 @@ class NeonWorker:
             threshold = self._config.stuck_task_threshold
             stuck = {rec.id: now - rec.started_at for rec in self._busy.values()
                      if now - rec.started_at > threshold}
-            dead = [n for n, t in self._threads.items() if t.ident and not t.is_alive()]
-            if self._state in (WorkerState.RUNNING, WorkerState.PAUSED) and not self._closed:
-                for n in dead:
-                    del self._threads[n]
-                    stale = self._busy.pop(n, None)
-                    if stale is not None:  # pragma: no cover - only if the loop itself crashed
-                        self._running -= 1
+            dead = [n for n in self._crashed if n in self._threads]
+            lost: list[TaskFuture] = []
+            for n in dead:
+                del self._threads[n]
+                self._crashed.discard(n)
+                rec = self._busy.pop(n, None)
+                if rec is not None:  # its task can never finish: fail it
+                    self._running -= 1
+                    rec.state = FAILED
+                    rec.finished_at = now
+                    rec.error = f"NeonError: worker thread {n} crashed while running this task"
+                    self._failed += 1
+                    fut = rec.future
+                    if self._subs:
+                        self._emit_locked(EventKind.TASK_FAILED, rec, detail=rec.error)
+                    self._finish_locked(rec)
+                    fut._set_exception_locked(NeonError(rec.error[len("NeonError: "):]))
+                    lost.append(fut)
+                if self._state in (WorkerState.RUNNING, WorkerState.PAUSED) and not self._closed:
                     self._replaced += 1
                     start.append(self._new_thread_locked())
             expected = len(self._threads) - self._retire
@@ -1278,6 +1302,8 @@ class NeonWorker:
             self._health = report
         for t in start:
             t.start()
+        for fut in lost:
+            fut._invoke_callbacks()
         if dead:
             logger.error("worker %s: replaced %d dead worker thread(s): %s", self.name, len(dead), dead)
         if stuck:
