@@ -308,10 +308,13 @@ class NeonWorker:
         if self._config.enable_metrics:
             self._enable_metrics()
 
-        from .backends import make_backend
+        from .backends import Backend, make_backend
 
         self._backend = make_backend(backend)
         self._call = self._backend.call  # None for threads: call the function directly
+        # None when the backend accepts any callable (threads): skip the call per task.
+        self._check_task = (None if type(self._backend).check_task is Backend.check_task
+                            else self._backend.check_task)
         config_manager().add_listener(self)
 
     # ================================================================ lifecycle
@@ -398,7 +401,8 @@ class NeonWorker:
         return self._add(_Record(task_id, fn, args, kwargs or None, priority, None), True, None)
 
     def _add(self, rec: _Record, block: bool, deadline: float | None) -> TaskFuture:
-        self._backend.check_task(rec.id, rec.fn, rec.args, rec.kwargs)
+        if self._check_task is not None:
+            self._check_task(rec.id, rec.fn, rec.args, rec.kwargs)
         fut = TaskFuture(rec.id, self._cancel_future)
         rec.future = fut
         with self._lock:
@@ -437,7 +441,7 @@ class NeonWorker:
         deadline = _deadline(block, timeout)
         recs = []
         seen = set()
-        check = self._backend.check_task
+        check = self._check_task
         canceller = self._cancel_future
         for i, task in enumerate(tasks):
             if not isinstance(task, Task):
@@ -446,7 +450,8 @@ class NeonWorker:
                 raise DuplicateTaskError(f"task id {task.id!r} appears twice in the batch "
                                          f"(tasks[{i}])")
             seen.add(task.id)
-            check(task.id, task.function, task.args, task.kwargs)
+            if check is not None:
+                check(task.id, task.function, task.args, task.kwargs)
             rec = _Record(task.id, task.function, task.args, task.kwargs, task.priority,
                           TaskFuture(task.id, canceller))
             if (task.retry_attempts is not None or task.retry_delay is not None
@@ -470,7 +475,6 @@ class NeonWorker:
                                                  f"{live[rec.id].state.value}; nothing of the batch "
                                                  f"was queued")
                 size = self._config.queue_size
-                woken = 0
                 for rec in recs:
                     if size and self._queued >= size:
                         # Wake threads for what is queued so far, or no room will ever come.
