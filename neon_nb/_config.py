@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import threading
 import weakref
@@ -80,19 +81,25 @@ class WorkerConfig:
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(WorkerConfig))
 
+# Durations are waited on with Condition.wait(), which raises OverflowError beyond
+# threading.TIMEOUT_MAX (about 292 years on Linux, far less on some platforms): a
+# health_check_interval of inf used to kill the monitor thread, and every pending retry
+# with it. 1e9 s (31 years) stays below TIMEOUT_MAX even after adding time.monotonic().
+MAX_SECONDS = 1e9
+
 # name -> (kind, lower bound, lower bound inclusive?, upper bound)
 _RULES: dict[str, tuple[type, float | None, bool, float | None]] = {
     "max_workers": (int, 1, True, 4096),
     "queue_size": (int, 0, True, None),
-    "shutdown_timeout": (float, 0, True, None),
+    "shutdown_timeout": (float, 0, True, MAX_SECONDS),
     "retry_attempts": (int, 0, True, 1000),
-    "retry_delay": (float, 0, True, None),
-    "health_check_interval": (float, 0, False, None),
+    "retry_delay": (float, 0, True, MAX_SECONDS),
+    "health_check_interval": (float, 0, False, MAX_SECONDS),
     "retry_backoff": (float, 1, True, None),
-    "retry_max_delay": (float, 0, True, None),
+    "retry_max_delay": (float, 0, True, MAX_SECONDS),
     "retry_jitter": (float, 0, True, 1),
     "history_size": (int, 0, True, None),
-    "stuck_task_threshold": (float, 0, False, None),
+    "stuck_task_threshold": (float, 0, False, MAX_SECONDS),
 }
 
 
@@ -120,8 +127,10 @@ def _validate(name: str, value: Any) -> None:
     if not ok_type:
         raise ConfigTypeError(f"{name} must be {'an int' if kind is int else 'a number'}, "
                           f"got {type(value).__name__} {value!r}")
-    if value != value:  # NaN
+    if math.isnan(value):
         raise ConfigError(f"{name} must be a number, got NaN")
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
     if low is not None and (value < low or (not inclusive and value == low)):
         raise ConfigError(f"{name} must be {'>=' if inclusive else '>'} {low:g}, got {value!r}")
     if high is not None and value > high:
