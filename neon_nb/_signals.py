@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from types import FrameType
 from typing import Any
@@ -20,6 +21,11 @@ from ._worker import NeonWorker
 __all__ = ["SignalHandlers", "install_signal_handlers"]
 
 logger = logging.getLogger("neon_nb")
+
+#: How long the handler tries a worker's lock before concluding the interrupted code holds it.
+_LOCK_PROBE = 0.25
+#: Slice of the handler's wait for the shutdown (see _graceful_shutdown).
+_SLICE = 0.05
 
 
 def _in_jupyter_kernel() -> bool:
@@ -51,13 +57,58 @@ class SignalHandlers:
         if first:
             logger.warning("signal %s: shutting down %d worker(s) gracefully",
                            signal.Signals(signum).name, len(self.workers))
-            for w in self.workers:
-                try:
-                    w.shutdown(timeout=self.timeout if self.timeout is not None else "config")
-                except Exception:  # pragma: no cover
-                    logger.exception("graceful shutdown of %r failed", w)
-        # A second signal of the same kind skips the wait: chain at once.
+            self._graceful_shutdown()
+        # A second signal of the same kind skips the wait: chain at once (raised from inside
+        # the first handler's wait, it unwinds that too; the helper thread goes on).
         self._chain(signum, frame)
+
+    def _graceful_shutdown(self) -> None:
+        # This handler runs in the main thread between two bytecodes, possibly while that
+        # thread holds a lock the shutdown needs: the worker's own (non-reentrant) lock in
+        # the middle of add_tasks(), the config manager's in update_config(). Calling
+        # shutdown() right here would then wait for ourselves forever. So:
+        # 1. the shutdown runs in a helper thread, and this handler waits for it within
+        #    the shutdown bound: a lock held by the interrupted code delays us, never hangs;
+        # 2. if a worker's lock stays taken for a moment, the interrupted code most likely
+        #    holds it: chain at once and let the helper finish once that code lets go
+        #    (after a KeyboardInterrupt unwinds it, or in the interpreter's exit hook).
+        helper = threading.Thread(target=self._shutdown_all, name="neon-signal-shutdown", daemon=True)
+        for w in self.workers:
+            lock = getattr(w, "_lock", None)
+            if lock is None:
+                continue
+            if not lock.acquire(timeout=_LOCK_PROBE):
+                logger.warning("signal arrived while the main thread was inside worker %s: its "
+                               "shutdown goes on in the background", w.name)
+                helper.start()
+                return
+            lock.release()
+        helper.start()
+        # Wait in short slices: the kernel may deliver a second signal to any thread, and
+        # the main thread only runs its Python handler between two bytecodes, never inside
+        # one long join(). Sliced, a second Ctrl-C is honoured within _SLICE seconds.
+        deadline = time.monotonic() + self._bound()
+        while helper.is_alive():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                logger.warning("graceful shutdown still running after %.1fs; chaining to the "
+                               "previous handler", self._bound())
+                break
+            helper.join(min(left, _SLICE))
+
+    def _shutdown_all(self) -> None:
+        for w in self.workers:
+            try:
+                w.shutdown(timeout=self.timeout if self.timeout is not None else "config")
+            except Exception:  # pragma: no cover
+                logger.exception("graceful shutdown of %r failed", w)
+
+    def _bound(self) -> float:
+        """How long the handler waits for the helper: every worker's shutdown bound, plus a margin."""
+        total = 0.0
+        for w in self.workers:
+            total += self.timeout if self.timeout is not None else w.config.shutdown_timeout
+        return total + 1.0
 
     def _chain(self, signum: int, frame: FrameType | None) -> None:
         prev = self.previous.get(signum)
@@ -89,6 +140,11 @@ def install_signal_handlers(workers: NeonWorker | Iterable[NeonWorker], *,
     """For scripts: on SIGINT/SIGTERM, shut ``workers`` down (bounded by ``timeout``, default
     each worker's ``shutdown_timeout``), then call the previous handler (so Ctrl-C still raises
     KeyboardInterrupt and SIGTERM still terminates).
+
+    The shutdown runs in a helper thread that the handler waits for (within the shutdown
+    bound): if the signal interrupts the main thread while it is inside a worker call
+    (holding the worker's lock), the handler chains at once and the shutdown completes once
+    that call is unwound, at the latest in the interpreter's exit hook. It never deadlocks.
 
     Must be called from the main thread. Raises RuntimeError inside a Jupyter
     kernel: there, use the dashboard's Shut down button or ``worker.shutdown()``.
