@@ -1,0 +1,225 @@
+"""Static plots of a `MetricsSnapshot`: throughput, latency and the task stream.
+
+Each function returns a `matplotlib.figure.Figure` built with the
+object-oriented API on the Agg canvas: no pyplot, no global figure registry,
+no GUI. That makes them safe in headless runs, in reports, and on the
+dashboard's owner thread (which passes ``figure=`` to redraw in place).
+
+``import neon_nb`` does not import this module; importing it needs matplotlib
+(``pip install neon_nb[notebook]``, or just ``matplotlib``).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+try:
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.collections import PolyCollection
+    from matplotlib.colors import to_rgb
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import NullLocator
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "neon_nb.plots needs matplotlib: pip install neon_nb[notebook] (or pip install matplotlib)"
+    ) from exc
+
+from ._metrics import MetricsSnapshot, TaskSpan
+
+__all__ = ["OUTCOME_COLOURS", "plot_latency", "plot_task_stream", "plot_throughput", "render_png"]
+
+#: Colour of each attempt outcome in every plot (and in the dashboard's counts).
+OUTCOME_COLOURS = {
+    "succeeded": "#2ca02c",
+    "failed": "#d62728",
+    "retry": "#ff7f0e",
+}
+LATENCY_TITLES = {"queue_wait": "queue wait", "run_time": "run time", "end_to_end": "end to end"}
+PERCENTILE_STYLES = ((50, "#1f77b4", "-"), (90, "#9467bd", "--"), (99, "#d62728", ":"))
+
+_DPI = 80
+
+
+def _figure(figure: Figure | None, figsize: tuple[float, float], **margins: float) -> Figure:
+    """A cleared figure on the Agg canvas: the one given, or a new one."""
+    if figure is None:
+        # No layout engine: constrained/tight layout measure every tick label
+        # and cost 5-10x the drawing itself. Fixed margins fit these plots.
+        figure = Figure(figsize=figsize, dpi=_DPI)
+        FigureCanvasAgg(figure)
+    else:
+        figure.clear()
+    figure.subplots_adjust(**margins)
+    return figure
+
+
+def _no_data(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.45")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def render_png(figure: Figure) -> bytes:
+    """The figure as PNG bytes (Agg), e.g. for an ``ipywidgets.Image``. Thread-safe per figure."""
+    if not isinstance(figure.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(figure)
+    buf = io.BytesIO()
+    figure.canvas.print_png(buf)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------- throughput
+def plot_throughput(snapshot: MetricsSnapshot | None, *, figure: Figure | None = None,
+                    figsize: tuple[float, float] = (6.0, 2.4)) -> Figure:
+    """Completed tasks per second over time, succeeded and failed stacked.
+
+    One step per metrics window (``snapshot.window``); the x axis is seconds
+    since the metrics started. Returns the figure (``figure`` if given,
+    cleared and redrawn).
+    """
+    fig = _figure(figure, figsize, left=0.1, right=0.98, bottom=0.2, top=0.88)
+    ax = fig.add_subplot()
+    ax.set_title("Throughput", fontsize=10, loc="left")
+    points = () if snapshot is None else snapshot.throughput
+    if not any(p.total for p in points):
+        _no_data(ax, "no task finished yet" if snapshot is not None else "metrics disabled")
+        return fig
+    w = snapshot.window
+    edges = np.fromiter((p.start for p in points), float, len(points))
+    edges = np.append(edges, edges[-1] + w)
+    ok = np.fromiter((p.succeeded for p in points), float, len(points)) / w
+    bad = np.fromiter((p.failed for p in points), float, len(points)) / w
+    ax.stairs(ok + bad, edges, fill=True, color=OUTCOME_COLOURS["succeeded"], alpha=0.85,
+              label="succeeded")
+    if bad.any():
+        ax.stairs(bad, edges, fill=True, color=OUTCOME_COLOURS["failed"], alpha=0.95, label="failed")
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("seconds since start", fontsize=8)
+    ax.set_ylabel("tasks/s", fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=7, loc="upper left", frameon=False)
+    return fig
+
+
+# ---------------------------------------------------------------------- latency
+def plot_latency(snapshot: MetricsSnapshot | None, *, figure: Figure | None = None,
+                 figsize: tuple[float, float] = (9.0, 2.4)) -> Figure:
+    """Histograms of queue wait, run time and end to end, with p50/p90/p99 marked.
+
+    One axes per distribution (log-scaled seconds); each has a step histogram
+    and three vertical lines labelled with the percentile's value.
+    """
+    fig = _figure(figure, figsize, left=0.02, right=0.99, bottom=0.2, top=0.88, wspace=0.08)
+    axes = fig.subplots(1, 3)
+    latency = {} if snapshot is None else snapshot.latency
+    for ax, key in zip(axes, LATENCY_TITLES):
+        ax.set_title(LATENCY_TITLES[key], fontsize=10, loc="left")
+        summary = latency.get(key)
+        if summary is None or not summary.count or not summary.histogram:
+            _no_data(ax, "no data" if snapshot is not None else "metrics disabled")
+            continue
+        uppers = np.array([b for b, _ in summary.histogram])
+        counts = np.array([c for _, c in summary.histogram], dtype=float)
+        # The snapshot's bins are 4 per decade: each spans (upper / 10**0.25, upper].
+        # Fill the empty bins in between so the steps are contiguous.
+        lo = round(math.log10(uppers[0]) * 4)
+        hi = round(math.log10(uppers[-1]) * 4)
+        full = np.zeros(hi - lo + 1)
+        full[np.rint(np.log10(uppers) * 4).astype(int) - lo] = counts
+        edges = 10.0 ** (np.arange(lo - 1, hi + 1) / 4)
+        ax.stairs(full, edges, fill=True, color="0.65")
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(NullLocator())  # minor log ticks cost more than the plot
+        for p, colour, style in PERCENTILE_STYLES:
+            v = summary.percentile(p)
+            ax.axvline(max(v, edges[0]), color=colour, linestyle=style, linewidth=1.2,
+                       label=f"p{p} {format_seconds(v)}")
+        ax.legend(fontsize=7, loc="upper right", frameon=False, handlelength=1.5)
+        ax.tick_params(labelsize=7)
+        ax.set_yticks([])
+        ax.set_xlabel("seconds", fontsize=8)
+    return fig
+
+
+def format_seconds(v: float) -> str:
+    """``0.0123`` -> ``"12.3 ms"``: a latency in the unit that reads best."""
+    if v >= 1:
+        return f"{v:.3g} s"
+    if v >= 1e-3:
+        return f"{v * 1e3:.3g} ms"
+    if v >= 1e-6:
+        return f"{v * 1e6:.3g} µs"
+    return f"{v * 1e9:.3g} ns"
+
+
+# ------------------------------------------------------------------ task stream
+def _lane_key(name: str) -> tuple:
+    # "neon-worker_10" after "neon-worker_9": compare the numbers as numbers.
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
+def task_stream_lanes(spans: Iterable[TaskSpan], threads: Iterable[str] = ()) -> list[str]:
+    """The Gantt lanes: every thread seen in ``spans`` or listed in ``threads``, in natural order."""
+    return sorted({s.thread for s in spans} | set(threads), key=_lane_key)
+
+
+def plot_task_stream(snapshot: MetricsSnapshot | None, *, figure: Figure | None = None,
+                     figsize: tuple[float, float] = (9.0, 2.6)) -> Figure:
+    """A Gantt chart of the last attempts: one lane per worker thread, coloured by outcome.
+
+    One `PolyCollection` per outcome present (``succeeded``, ``failed``,
+    ``retry``); a bar spans an attempt's start to end in seconds since the
+    metrics started. Bars have a darker hairline edge, so back-to-back
+    attempts stay apart and microsecond tasks stay visible on a seconds-long
+    axis.
+    """
+    fig = _figure(figure, figsize, left=0.09, right=0.86, bottom=0.18, top=0.9)
+    ax = fig.add_subplot()
+    ax.set_title("Task stream", fontsize=10, loc="left")
+    spans = () if snapshot is None else snapshot.task_stream
+    threads = () if snapshot is None else snapshot.utilisation.keys()
+    lanes = task_stream_lanes(spans, threads)
+    if not spans:
+        _no_data(ax, "no task finished yet" if snapshot is not None else "metrics disabled")
+        return fig
+    row = {name: i for i, name in enumerate(lanes)}
+    t0 = snapshot.started_at
+    handles = []
+    for outcome, colour in OUTCOME_COLOURS.items():
+        mine = [s for s in spans if s.outcome == outcome]
+        if not mine:
+            continue
+        y = np.fromiter((row[s.thread] for s in mine), float, len(mine))
+        x0 = np.fromiter((s.start - t0 for s in mine), float, len(mine))
+        x1 = np.fromiter((s.end - t0 for s in mine), float, len(mine))
+        verts = np.stack([np.column_stack([x0, y - 0.38]), np.column_stack([x0, y + 0.38]),
+                          np.column_stack([x1, y + 0.38]), np.column_stack([x1, y - 0.38])], axis=1)
+        edge = tuple(c * 0.6 for c in to_rgb(colour))  # darker: back-to-back attempts stay apart
+        coll = PolyCollection(verts, facecolors=colour, edgecolors=edge, linewidths=0.4, label=outcome)
+        coll.set_gid(f"neon-stream-{outcome}")
+        ax.add_collection(coll)
+        handles.append(Patch(color=colour, label=f"{outcome} ({len(mine)})"))
+    first = min(s.start for s in spans) - t0
+    last = max(s.end for s in spans) - t0
+    pad = max((last - first) * 0.01, 1e-3)
+    ax.set_xlim(first - pad, last + pad)
+    ax.set_ylim(-0.6, len(lanes) - 0.4)
+    ax.set_yticks(range(len(lanes)))
+    ax.set_yticklabels([_short_thread(n) for n in lanes], fontsize=7)
+    ax.invert_yaxis()
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel("seconds since start", fontsize=8)
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    return fig
+
+
+def _short_thread(name: str) -> str:
+    # "neon-worker_3" -> "worker_3": the worker's name is on the dashboard already.
+    return name.rsplit("-", 1)[-1]

@@ -1,0 +1,43 @@
+"""Notebook widgets for neon_nb: a live `Dashboard`, a `BatchBuilder`, and static plots.
+
+Needs ipywidgets and matplotlib (``pip install neon_nb[notebook]``). The core
+(`neon_nb`) never imports this package; this package reads the core only
+through its public API: events, metrics snapshots and thread-safe methods.
+
+Threads, in one paragraph: a dashboard is updated by exactly one thread, its
+event subscription's delivery thread (``worker.subscribe(on="thread")``),
+which keeps running while the kernel is busy in another cell. Worker threads
+never touch a widget. Button and slider callbacks, which ipykernel 7 may run
+on a subshell thread while a cell runs, only call thread-safe worker methods.
+See ``/work/shared/notes/jupyter-threads.md`` in the project notes for why.
+"""
+
+from __future__ import annotations
+
+try:
+    import ipywidgets as _ipywidgets  # noqa: F401
+    import matplotlib as _matplotlib  # noqa: F401
+except ImportError as _exc:
+    raise ImportError(
+        f"neon_nb.widgets needs ipywidgets and matplotlib ({_exc.name or 'a dependency'} is not "
+        f"installed): pip install neon_nb[notebook]"
+    ) from _exc
+
+from ..batch import Batch, FlakyTaskError, TaskKind, get_task_kind, register_task_kind, task_kinds
+from ..plots import plot_latency, plot_task_stream, plot_throughput
+from ._builder import BatchBuilder
+from ._dashboard import Dashboard
+
+__all__ = [
+    "Batch",
+    "BatchBuilder",
+    "Dashboard",
+    "FlakyTaskError",
+    "TaskKind",
+    "get_task_kind",
+    "plot_latency",
+    "plot_task_stream",
+    "plot_throughput",
+    "register_task_kind",
+    "task_kinds",
+]

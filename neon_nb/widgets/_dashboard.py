@@ -1,0 +1,553 @@
+"""`Dashboard`: a live view of a `NeonWorker`, with controls.
+
+Who touches what (read before changing anything here):
+
+1. Exactly one thread updates the dashboard's widgets and figures: the
+   delivery thread of the dashboard's own subscription,
+   ``worker.subscribe(self._on_events, on="thread", max_rate_hz=10)``. It
+   runs whatever the kernel does (a cell in ``time.sleep`` or in
+   ``wait_for_completion()``); the kernel's asyncio loop would freeze for the
+   whole cell (see the project's jupyter-threads notes).
+2. Events are only a trigger. Each delivery reads the worker's state afresh
+   (``get_status()``, and ``metrics.snapshot()`` for the plots), so dropped
+   events lose nothing, and a batch of 10,000 events costs one refresh.
+3. Two paths per delivery. The *status* path (progress bar, counts, pool size,
+   control states: microseconds, 2-4 messages) runs at every delivery, if the
+   status changed. The *plots* path (a metrics snapshot and three Agg figures
+   rendered to PNG: a few hundred milliseconds of Python holding the GIL) is
+   budgeted by its measured cost. While tasks run it waits ``plot_interval``
+   seconds into the busy period, then runs at most once per
+   ``cost / plot_budget`` seconds (5% of the wall time by default), so it
+   cannot slow a flood of tasks by more than that. When no further event is
+   certain (nothing running, no retry pending, nothing queued or the worker
+   paused) nothing would call the owner again, so it waits inside its
+   callback until the plots are due (``cost / 0.25`` after the last, and at
+   least ``plot_interval``), polling the status at ``max_rate_hz`` and
+   leaving early if tasks start again. ``WORKER_STOPPED`` and `refresh`
+   bring the plots up to date at once.
+4. Idle means silent: no event, no delivery; and a delivery that finds the
+   same status as the last one sends nothing. Traits are only assigned new
+   values (traitlets drops equal ones) and the progress bar's traits go out
+   in one message (``hold_sync``).
+5. Controls (buttons, slider, toggle) may be called on any thread: the
+   kernel's, or a subshell thread while a cell runs (ipykernel 7 with
+   JupyterLab 4.4+). They only call the worker's thread-safe methods
+   (``cancel_pending``, ``shutdown(wait=False)``, ``resize``, ``pause``,
+   ``resume``); the worker's resulting event brings the display up to date on
+   the owner thread. They never draw.
+6. The constructor subscribes *before* its first render, under the render
+   lock: every change after the subscription has an event, every change
+   before it is in the first render. So `refresh` can always count on a
+   delivery when the display is behind.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import ipywidgets as W
+
+from .._errors import WorkerShutdownError
+from .._events import EventBatch, EventKind
+from ..plots import OUTCOME_COLOURS, plot_latency, plot_task_stream, plot_throughput, render_png
+
+__all__ = ["Dashboard"]
+
+logger = logging.getLogger("neon_nb")
+
+# Status keys whose change calls for a new status render (uptime is not one of them).
+_STATUS_KEYS = ("state", "max_workers", "threads", "queued_tasks", "running_tasks",
+                "retry_waiting_tasks", "submitted_tasks", "completed_tasks", "failed_tasks",
+                "cancelled_tasks", "retried_tasks")
+# Shown in the counts row, in this order: (status key, label, CSS suffix, colour).
+_COUNTS = (
+    ("submitted_tasks", "submitted", "submitted", "#555"),
+    ("queued_tasks", "queued", "queued", "#1f77b4"),
+    ("running_tasks", "running", "running", "#9467bd"),
+    ("retry_waiting_tasks", "retry wait", "retry-wait", OUTCOME_COLOURS["retry"]),
+    ("completed_tasks", "succeeded", "succeeded", OUTCOME_COLOURS["succeeded"]),
+    ("failed_tasks", "failed", "failed", OUTCOME_COLOURS["failed"]),
+    ("cancelled_tasks", "cancelled", "cancelled", "#7f7f7f"),
+    ("retried_tasks", "retried", "retried", OUTCOME_COLOURS["retry"]),
+)
+_DONE_STATES = ("shutting_down", "stopped")
+# While no task runs, the plots may take this share of the wall time (they catch up).
+_IDLE_PLOT_SHARE = 0.25
+
+
+def _more_coming(status: Mapping[str, Any]) -> bool:
+    """Is a further event certain? A running task or a pending retry will emit one."""
+    return (status["running_tasks"] > 0 or status["retry_waiting_tasks"] > 0
+            or (status["queued_tasks"] > 0 and status["state"] == "running"))
+
+
+def _css(widget: W.DOMWidget, *classes: str) -> W.DOMWidget:
+    for c in classes:
+        widget.add_class(c)
+    return widget
+
+
+class Dashboard:
+    """The live dashboard of ``worker``: progress, counts, plots, utilisation and controls.
+
+    Display it as the last expression of a cell (a worker displayed that way
+    shows a new dashboard too). ``max_rate_hz`` bounds deliveries (and so
+    status refreshes) per second; ``plot_budget`` is the fraction of wall time
+    the plots may take while tasks run; ``plot_interval`` the least time
+    between two plot refreshes while tasks run.
+
+    Every widget carries a CSS class (``neon-dashboard``, ``neon-progress``,
+    ``neon-counts``, ``neon-throughput``, ``neon-latency``,
+    ``neon-taskstream``, ``neon-utilisation``, ``neon-pool-size``,
+    ``neon-slider-workers``, ``neon-btn-cancel``, ``neon-btn-shutdown``,
+    ``neon-btn-pause``, ...). Inside ``neon-counts`` each count is an element
+    ``.neon-count-<state>`` whose ``data-count`` attribute and ``<b>`` text
+    hold the number (states: submitted, queued, running, retry-wait,
+    succeeded, failed, cancelled, retried).
+
+    Thread-safety: `refresh` and `close` may be called from any thread; all
+    drawing happens on the subscription's delivery thread (see module notes).
+    Works with ``enable_metrics=False`` (counts only) and after the worker
+    stopped (a final view).
+    """
+
+    def __init__(self, worker: Any, *, max_rate_hz: float = 10.0, plot_budget: float = 0.05,
+                 plot_interval: float = 1.0) -> None:
+        if not (type(plot_budget) in (int, float) and 0 < plot_budget <= 1):
+            raise ValueError(f"plot_budget must be a fraction in (0, 1], got {plot_budget!r}")
+        if not (type(plot_interval) in (int, float) and plot_interval >= 0):
+            raise ValueError(f"plot_interval must be seconds >= 0, got {plot_interval!r}")
+        self._worker = worker
+        self.plot_budget = float(plot_budget)
+        self.plot_interval = float(plot_interval)
+
+        # Guarded by _render_lock: only the owner (and, before it exists or after it
+        # ended, the thread that holds the lock) reads or writes these and the widgets.
+        self._render_lock = threading.RLock()
+        self._drawn_status: tuple | None = None
+        self._plotted: tuple | None = None      # (attempts finished, metrics on) last plotted
+        self._plots_behind = False
+        self._next_plot_busy = self._next_plot_idle = 0.0
+        self._step = 1.0 / max_rate_hz
+        self._busy_since: float | None = None
+        self._figures: dict[str, Any] = {}
+        self.status_renders = 0  # counters, for tests and the benchmark
+        self.plot_renders = 0
+        self.deliveries = 0
+
+        # Shared with any thread: a request for a full refresh, and its completion.
+        self._done = threading.Condition()
+        self._full_renders = 0
+        self._force = False
+        self._closed = False
+        self._wake = threading.Event()  # interrupts the owner's wait for the plots
+        self._mirroring = threading.local()  # set while the owner writes a control's value
+
+        self._build()
+        # Subscribe first, render second (module notes, point 6).
+        self.subscription = None
+        try:
+            self.subscription = worker.subscribe(
+                _weak_callback(self), on="thread", max_rate_hz=max_rate_hz, buffer_size=1024)
+        except WorkerShutdownError:
+            pass  # stopped already: the first render below is also the last
+        try:
+            self._render(force=True)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        status = self._worker.get_status()
+        n = status["max_workers"]
+        self.title = _css(W.HTML(value=self._title_html(status)), "neon-title")
+        self.state = _css(W.Label(value=status["state"]), "neon-state")
+        self.pool_size = _css(W.Label(value=_pool_text(status)), "neon-pool-size")
+        self.progress = _css(W.IntProgress(value=0, min=0, max=1, description="",
+                                           layout=W.Layout(width="60%")), "neon-progress")
+        self.progress_label = _css(W.Label(value="0 / 0 finished"), "neon-progress-label")
+        self.counts = _css(W.HTML(value=""), "neon-counts")
+
+        self.cancel_button = _css(W.Button(description="Cancel pending", icon="ban",
+                                           tooltip="Cancel every queued task and pending retry"),
+                                  "neon-btn-cancel")
+        self.shutdown_button = _css(W.Button(description="Shut down", icon="power-off",
+                                             button_style="danger",
+                                             tooltip="Stop accepting tasks; queued tasks still run "
+                                                     "within the shutdown timeout"),
+                                    "neon-btn-shutdown")
+        self.pause_button = _css(W.ToggleButton(value=bool(self._worker.paused), description="Pause",
+                                                icon="pause", tooltip="Pause or resume dispatch"),
+                                 "neon-btn-pause")
+        slider_max = min(4096, max(16, 2 * n, 2 * (os.cpu_count() or 1)))
+        self.workers_slider = _css(W.IntSlider(value=n, min=1, max=slider_max, step=1,
+                                               description="max_workers", continuous_update=False,
+                                               style={"description_width": "initial"}),
+                                   "neon-slider-workers")
+        self.cancel_button.on_click(self._on_cancel)
+        self.shutdown_button.on_click(self._on_shutdown)
+        self.pause_button.observe(self._on_pause, names="value")
+        self.workers_slider.observe(self._on_slider, names="value")
+
+        image = {"format": "png", "layout": W.Layout(max_width="100%", height="auto")}
+        self.throughput = _css(W.Image(**image), "neon-throughput", "neon-plot")
+        self.latency = _css(W.Image(**image), "neon-latency", "neon-plot")
+        self.task_stream = _css(W.Image(**image), "neon-taskstream", "neon-plot")
+        self.utilisation = _css(W.HTML(value=""), "neon-utilisation")
+
+        self.widget = _css(W.VBox([
+            _css(W.HBox([self.title, self.state, self.pool_size],
+                        layout=W.Layout(align_items="center", grid_gap="12px")), "neon-header"),
+            _css(W.HBox([self.progress, self.progress_label], layout=W.Layout(align_items="center")),
+                 "neon-progress-row"),
+            self.counts,
+            _css(W.HBox([self.cancel_button, self.pause_button, self.shutdown_button,
+                         self.workers_slider], layout=W.Layout(flex_flow="row wrap")), "neon-controls"),
+            _css(W.HBox([self.throughput, self.utilisation], layout=W.Layout(align_items="flex-start")),
+                 "neon-row-throughput"),
+            self.latency,
+            self.task_stream,
+        ]), "neon-dashboard")
+
+    def _title_html(self, status: Mapping[str, Any]) -> str:
+        return f"<b>neon_nb</b> worker <code>{html.escape(self._worker.name)}</code>"
+
+    # --------------------------------------------------------------- controls
+    # Any thread may run these (module notes, point 5): worker calls only.
+    def _on_cancel(self, _button: Any) -> None:
+        try:
+            self._worker.cancel_pending()
+        except Exception:
+            logger.exception("dashboard: cancel_pending failed")
+
+    def _on_shutdown(self, _button: Any) -> None:
+        try:
+            self._worker.shutdown(wait=False)
+        except Exception:
+            logger.exception("dashboard: shutdown failed")
+
+    def _on_pause(self, change: Mapping[str, Any]) -> None:
+        if getattr(self._mirroring, "on", False):
+            return  # the owner mirroring the worker: not a user's action
+        try:
+            if change["new"]:
+                self._worker.pause()
+            else:
+                self._worker.resume()
+        except Exception:
+            logger.exception("dashboard: pause/resume failed")
+
+    def _on_slider(self, change: Mapping[str, Any]) -> None:
+        if getattr(self._mirroring, "on", False):
+            return  # the owner mirroring the worker: not a user's action
+        n = change["new"]
+        try:
+            if n != self._worker.config.max_workers:
+                self._worker.resize(n)
+        except Exception:
+            logger.exception("dashboard: resize to %r failed", n)
+
+    # ------------------------------------------------------- delivery (owner)
+    def _on_events(self, batch: EventBatch) -> None:
+        """The subscription's callback: runs on the owner thread only."""
+        self.deliveries += 1
+        final = any(e.kind is EventKind.WORKER_STOPPED for e in batch.events)
+        with self._render_lock:
+            status = self._render(final=final)
+            # Plots behind, and no further event is certain: nothing would bring this
+            # thread back, so it stays here until the plots are due, keeping the
+            # status live, and leaves as soon as activity resumes (events follow).
+            while self._plots_behind and not self._closed and not _more_coming(status):
+                left = self._next_plot_idle - time.monotonic()
+                if left > 0:
+                    self._wake.wait(min(left, self._step))
+                    self._wake.clear()
+                status = self._render()
+
+    def _render(self, *, force: bool = False, final: bool = False) -> Mapping[str, Any]:
+        """One refresh: the status if it changed, the plots if dirty and due. Owner only."""
+        with self._render_lock:
+            worker = self._worker
+            status = worker.get_status()
+            if self._closed:
+                return status
+            with self._done:
+                force = force or self._force
+                self._force = False
+            final = final or status["state"] == "stopped"
+            key = tuple(status[k] for k in _STATUS_KEYS)
+            if force or final or key != self._drawn_status:
+                self._draw_status(status)
+                self._drawn_status = key
+                self.status_renders += 1
+
+            # Plots: budgeted (module notes, point 3).
+            now = time.monotonic()
+            metrics_on = worker.metrics is not None
+            attempts = status["completed_tasks"] + status["failed_tasks"] + status["retried_tasks"]
+            plotted = (attempts, metrics_on)
+            more = _more_coming(status)
+            if not more:
+                self._busy_since = None
+            elif self._busy_since is None:
+                self._busy_since = now
+            if plotted == self._plotted:
+                due = False
+            elif force or final:
+                due = True
+            elif more:
+                due = now >= self._busy_since + self.plot_interval and now >= self._next_plot_busy
+            else:
+                due = now >= self._next_plot_idle
+            if due:
+                self._draw_plots(status)
+                self._plotted = plotted
+            self._plots_behind = plotted != self._plotted
+            with self._done:
+                if force or final:
+                    self._full_renders += 1
+                self._done.notify_all()
+            return status
+
+    def _draw_status(self, status: Mapping[str, Any]) -> None:
+        submitted = status["submitted_tasks"]
+        failed = status["failed_tasks"]
+        finished = status["completed_tasks"] + failed + status["cancelled_tasks"]
+        state = status["state"]
+        p = self.progress
+        if finished >= submitted and submitted:
+            style = "warning" if failed else "success"
+        else:
+            style = ""
+        with p.hold_sync():  # one message for the three traits
+            p.max = max(submitted, 1)
+            p.value = finished
+            p.bar_style = style
+        self.progress_label.value = f"{finished} / {submitted} finished"
+        self.counts.value = _counts_html(status)
+        self.pool_size.value = _pool_text(status)
+        self.state.value = state
+        if self._worker.metrics is None:
+            self.utilisation.value = _busy_html(status)
+
+        # Mirror the worker in the controls (a change made in code, or by a click).
+        # The observers ignore these writes (thread-local flag): a status read just
+        # before a user's click must not undo the click; the click's own event
+        # brings the next delivery, which mirrors the new state.
+        self._mirroring.on = True
+        try:
+            n = status["max_workers"]
+            s = self.workers_slider
+            if n > s.max:
+                s.max = min(4096, 2 * n)
+            if s.value != n:
+                s.value = n
+            paused = state == "paused" or bool(self._worker.paused)
+            b = self.pause_button
+            if b.value != paused:
+                b.value = paused
+        finally:
+            self._mirroring.on = False
+        b.description = "Resume" if paused else "Pause"
+        b.icon = "play" if paused else "pause"
+        done = state in _DONE_STATES
+        for w in (self.pause_button, self.shutdown_button, self.workers_slider):
+            w.disabled = done
+        self.cancel_button.disabled = state == "stopped"
+
+    def _draw_plots(self, status: Mapping[str, Any]) -> None:
+        t0 = time.perf_counter()
+        metrics = self._worker.metrics
+        snap = metrics.snapshot() if metrics is not None else None
+        empty = "off" if snap is None else "empty" if _is_empty(snap) else None
+        for name, plot, image in (("throughput", plot_throughput, self.throughput),
+                                  ("latency", plot_latency, self.latency),
+                                  ("task_stream", plot_task_stream, self.task_stream)):
+            if empty is not None:
+                png = _placeholder_png(name, plot, snap, empty)
+            else:
+                fig = plot(snap, figure=self._figures.get(name))
+                self._figures[name] = fig
+                png = render_png(fig)
+            if image.value != png:
+                image.value = png
+        self.utilisation.value = _busy_html(status) if snap is None else _utilisation_html(snap)
+        cost = time.perf_counter() - t0
+        end = time.monotonic()
+        self._next_plot_busy = end + max(self.plot_interval, cost / self.plot_budget)
+        self._next_plot_idle = end + max(self.plot_interval, cost / _IDLE_PLOT_SHARE)
+        self.plot_renders += 1
+
+    # ----------------------------------------------------------------- public
+    @property
+    def worker(self) -> Any:
+        return self._worker
+
+    def refresh(self, timeout: float | None = 10.0) -> bool:
+        """Bring the whole display up to date (plots included) and wait until it is.
+
+        Thread-safe: the work is done by the owner thread; this only asks and
+        waits (up to ``timeout`` seconds; False if it timed out). Returns at
+        once when the display is already current. Use it at the end of a
+        notebook cell, so that the final state reaches the notebook before
+        the cell ends. On the owner thread itself it renders inline.
+        """
+        sub = self.subscription
+        if sub is not None and threading.current_thread().name == sub.name:
+            self._render(force=True)
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._done:
+            if self._closed:
+                return True
+            if self._up_to_date():
+                return True
+            self._force = True
+            target = self._full_renders + 1
+        self._wake.set()
+        if sub is None or not sub.active:
+            # No owner any more (or ever): wait for its last delivery, then the lock
+            # makes this thread the owner for one render.
+            if sub is not None:
+                sub.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if not self._up_to_date():
+                self._render(force=True)
+            return True
+        with self._done:
+            while self._full_renders < target and not self._closed:
+                if self._up_to_date():
+                    return True
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._done.wait(left)
+        return True
+
+    def _up_to_date(self) -> bool:
+        status = self._worker.get_status()
+        return (tuple(status[k] for k in _STATUS_KEYS) == self._drawn_status
+                and not self._plots_behind)
+
+    def close(self) -> None:
+        """Stop updating and close the widgets. Idempotent, thread-safe."""
+        with self._done:
+            if self._closed:
+                return
+            self._closed = True
+            self._done.notify_all()
+        self._wake.set()
+        sub = self.subscription
+        if sub is not None:
+            sub.cancel()
+        with self._render_lock:
+            for w in _walk(self.widget):
+                w.close()
+            self._figures.clear()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        data = self.widget._repr_mimebundle_(**kwargs)
+        if isinstance(data, dict):
+            data["text/plain"] = repr(self)
+        return data
+
+    def __repr__(self) -> str:
+        return f"<neon_nb Dashboard of worker {self._worker.name!r}>"
+
+
+_placeholders: dict[tuple[str, str], bytes] = {}
+
+
+def _is_empty(snap: Any) -> bool:
+    return (not snap.task_stream and not any(p.total for p in snap.throughput)
+            and not any(s.count for s in snap.latency.values()))
+
+
+def _placeholder_png(name: str, plot: Any, snap: Any, why: str) -> bytes:
+    # "No data yet" and "metrics off" look the same for every dashboard: draw each once.
+    png = _placeholders.get((name, why))
+    if png is None:
+        png = _placeholders[(name, why)] = render_png(plot(snap))
+    return png
+
+
+def _weak_callback(dash: Dashboard) -> Any:
+    # The worker keeps its subscriptions; a weak reference lets a dashboard that
+    # nobody displays or holds be collected, and its deliveries become no-ops.
+    ref = weakref.ref(dash)
+
+    def deliver(batch: EventBatch) -> None:
+        d = ref()
+        if d is not None:
+            d._on_events(batch)
+
+    deliver.__qualname__ = f"Dashboard[{dash._worker.name}]._on_events"
+    return deliver
+
+
+def _walk(widget: Any) -> list[Any]:
+    """A widget, its children, recursively, and their layout and style widgets; each once."""
+    out: dict[int, Any] = {}
+    todo = [widget]
+    while todo:
+        w = todo.pop()
+        if id(w) in out:
+            continue
+        out[id(w)] = w
+        todo.extend(sub for sub in (getattr(w, "layout", None), getattr(w, "style", None))
+                    if isinstance(sub, W.Widget))
+        todo.extend(reversed(getattr(w, "children", ())))
+    return list(out.values())
+
+
+# ---------------------------------------------------------------- HTML bits
+def _pool_text(status: Mapping[str, Any]) -> str:
+    n, threads = status["max_workers"], status["threads"]
+    extra = "" if threads == n or status["state"] in ("created", "stopped") else \
+        f" ({threads} threads alive)"
+    return f"pool size: {n}{extra}"
+
+
+def _counts_html(status: Mapping[str, Any]) -> str:
+    chips = []
+    for key, label, css, colour in _COUNTS:
+        v = status[key]
+        chips.append(
+            f'<span class="neon-count neon-count-{css}" data-count="{v}" '
+            f'style="margin-right:14px;white-space:nowrap">'
+            f'<span style="color:{colour}">&#9632;</span> {label} <b>{v}</b></span>')
+    return f'<div class="neon-counts-row" style="line-height:1.8">{"".join(chips)}</div>'
+
+
+def _bar_row(name: str, frac: float, note: str = "") -> str:
+    pct = max(0.0, min(1.0, frac)) * 100
+    return (f'<div class="neon-util-row" data-thread="{html.escape(name)}" data-busy="{pct:.0f}" '
+            f'style="display:flex;align-items:center;gap:6px;font-size:12px">'
+            f'<span style="width:88px">{html.escape(name)}</span>'
+            f'<span style="display:inline-block;width:120px;height:10px;background:#e6e6e6">'
+            f'<span style="display:block;width:{pct:.0f}%;height:100%;background:#1f77b4"></span></span>'
+            f'<span>{pct:.0f}%{note}</span></div>')
+
+
+def _utilisation_html(snap: Any) -> str:
+    from ..plots import _short_thread, task_stream_lanes
+
+    util = snap.utilisation
+    rows = [_bar_row(_short_thread(t), util[t]) for t in task_stream_lanes((), util)]
+    head = f"<b>Utilisation</b> <small>(busy, last {snap.utilisation_span:.0f} s)</small>"
+    return f"<div>{head}{''.join(rows) or '<div><i>no threads</i></div>'}</div>"
+
+
+def _busy_html(status: Mapping[str, Any]) -> str:
+    threads = max(status["threads"], 0)
+    busy = status["running_tasks"]
+    frac = busy / threads if threads else 0.0
+    row = _bar_row("all threads", frac, f" ({busy} of {threads} busy now)")
+    return f"<div><b>Utilisation</b> <small>(metrics off: busy now)</small>{row}</div>"
