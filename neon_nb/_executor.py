@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
@@ -59,6 +60,10 @@ class NeonExecutor(Executor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
         priority = kwargs.pop("priority", 0)
+        if "task_id" in kwargs:
+            # NeonWorker.submit would take it as the task's id; here it belongs to fn,
+            # as every keyword does with ThreadPoolExecutor.
+            fn = functools.partial(fn, task_id=kwargs.pop("task_id"))
         try:
             return self._worker.submit(fn, *args, priority=priority, **kwargs)
         except WorkerShutdownError:
