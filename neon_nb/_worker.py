@@ -1418,7 +1418,8 @@ class NeonWorker:
                 f"done={s['completed_tasks']} failed={s['failed_tasks']}>")
 
     def _ipython_display_(self) -> None:  # pragma: no cover - exercised in notebooks
-        # In a notebook with ipywidgets, a worker shows its live dashboard.
+        # In a notebook with ipywidgets, a worker shows its live dashboard: the
+        # same one each time (one delivery thread per worker, not per display).
         try:
             from .widgets import Dashboard
         except ImportError:
@@ -1426,7 +1427,10 @@ class NeonWorker:
             return
         from IPython.display import display
 
-        display(Dashboard(self))
+        dash = self.__dict__.get("_dashboard")
+        if dash is None or dash._closed:
+            dash = self._dashboard = Dashboard(self)
+        display(dash)
 
 
 def _deadline(block: bool, timeout: float | None) -> float | None:
