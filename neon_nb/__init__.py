@@ -7,6 +7,7 @@ The core (this package) imports no Jupyter library; the live dashboard is in
 from ._config import ConfigManager, WorkerConfig, config_manager, get_config, update_config
 from ._counter import SynchronizedCounter
 from ._errors import (
+    BackendUnavailableError,
     ConfigError,
     ConfigTypeError,
     DuplicateTaskError,
@@ -14,6 +15,7 @@ from ._errors import (
     QueueFullError,
     TaskPicklingError,
     UnknownTaskError,
+    WorkerLostError,
     WorkerShutdownError,
 )
 from ._events import Event, EventBatch, EventKind, Subscription
@@ -26,6 +28,7 @@ from ._worker import HealthReport, NeonWorker, ShutdownReport, WorkerState
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendUnavailableError",
     "ConfigError",
     "ConfigManager",
     "ConfigTypeError",
@@ -54,6 +57,7 @@ __all__ = [
     "ThroughputPoint",
     "UnknownTaskError",
     "WorkerConfig",
+    "WorkerLostError",
     "WorkerShutdownError",
     "WorkerState",
     "__version__",

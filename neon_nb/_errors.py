@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BackendUnavailableError",
     "ConfigError",
     "ConfigTypeError",
     "DuplicateTaskError",
@@ -16,6 +17,7 @@ __all__ = [
     "QueueFullError",
     "TaskPicklingError",
     "UnknownTaskError",
+    "WorkerLostError",
     "WorkerShutdownError",
 ]
 
@@ -64,3 +66,17 @@ class UnknownTaskError(NeonError, KeyError):
 
 class TaskPicklingError(NeonError, TypeError):
     """A task cannot be sent to another process (processes or Dask backend)."""
+
+
+class WorkerLostError(NeonError):
+    """The process running a task died (a Dask worker, or a process of the processes backend).
+
+    The task did not fail by itself, so it is retried under the retry policy
+    (``retry_attempts``, delays, backoff) even when ``retry_on`` would not
+    match it. The original error (e.g. distributed's ``KilledWorker``) is the
+    ``__cause__``.
+    """
+
+
+class BackendUnavailableError(NeonError, ConnectionError):
+    """The execution backend cannot be used, e.g. the Dask scheduler is unreachable at `start`."""

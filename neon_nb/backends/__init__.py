@@ -4,6 +4,12 @@ Scheduling (priority queue, bound, retries, status, events, metrics) always
 stays in `NeonWorker`; a backend only executes. Each worker thread hands one
 task at a time to its backend and waits for the outcome, so ``max_workers``
 is also the number of tasks in flight on the backend.
+
+* ``"threads"`` (`ThreadBackend`, the default): on the worker threads. For IO.
+* ``"processes"`` (`ProcessBackend`): in a process pool. For CPU-bound Python.
+* ``"dask"`` (`DaskBackend`): on a Dask distributed cluster, local or remote.
+
+Thread names and events stay those of the worker threads whatever the backend.
 """
 
 from __future__ import annotations
@@ -11,14 +17,33 @@ from __future__ import annotations
 from typing import Any
 
 from ._base import Backend, ThreadBackend
+from ._dask import DaskBackend
+from ._process import ProcessBackend
 
-__all__ = ["Backend", "ThreadBackend", "make_backend"]
+__all__ = ["Backend", "DaskBackend", "ProcessBackend", "ThreadBackend", "make_backend"]
 
 
 def make_backend(spec: Any) -> Backend:
-    """A backend from ``"threads"``, ``"processes"``, ``"dask"`` or a `Backend` instance."""
+    """A backend from a name, a scheduler address, a ``distributed.Client`` or a `Backend`.
+
+    ``"threads"`` (or None), ``"processes"``, ``"dask"`` (a LocalCluster
+    started for this worker), ``"tcp://host:8786"`` (any string with
+    ``://``: a running Dask scheduler), a ``distributed.Client``, or a
+    `Backend` instance, returned as is. For options, build the backend
+    yourself: ``ProcessBackend(...)``, ``DaskBackend(address=..., ...)``.
+    """
     if isinstance(spec, Backend):
         return spec
     if spec is None or spec == "threads":
         return ThreadBackend()
-    raise ValueError(f"backend must be 'threads' or a Backend instance, got {spec!r}")
+    if spec == "processes":
+        return ProcessBackend()
+    if spec == "dask":
+        return DaskBackend()
+    if isinstance(spec, str) and "://" in spec:
+        return DaskBackend(address=spec)
+    if type(spec).__name__ == "Client" and type(spec).__module__.startswith("distributed"):
+        return DaskBackend(spec)
+    raise ValueError(f"backend must be 'threads', 'processes', 'dask', a Dask scheduler address "
+                     f"('tcp://host:8786'), a distributed.Client or a neon_nb.backends.Backend "
+                     f"instance, got {spec!r}")

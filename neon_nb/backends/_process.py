@@ -1,0 +1,295 @@
+"""`ProcessBackend`: run tasks in a `concurrent.futures.ProcessPoolExecutor`, beyond the GIL.
+
+How a task travels: the worker thread pickles ``(fn, args, kwargs)`` itself
+(with cloudpickle when it is installed, so lambdas and functions defined in a
+notebook work too), submits the bytes to the pool, and blocks on the pool's
+future. In the child, `_run_payload` runs the task and pickles its outcome,
+result or exception, with the same library: an exception class defined in a
+notebook comes back as itself, with the child's traceback as its
+``__cause__``. Nothing here is ever called with the worker's lock held.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing
+import pickle
+import threading
+import traceback
+import weakref
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from .._errors import BackendUnavailableError, TaskPicklingError, WorkerLostError
+from ._base import Backend
+from ._support import check_picklable, retry_lost_workers
+
+__all__ = ["ProcessBackend"]
+
+_SERIALIZERS = ("auto", "cloudpickle", "pickle")
+
+
+class _RemoteTraceback(Exception):
+    """The traceback of a task's exception in its worker process (set as ``__cause__``)."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+def _run_payload(payload: bytes, cloud: bool) -> bytes:
+    """In the child process: run one task and return its outcome as bytes. Never raises.
+
+    The outcome is ``(True, result, None)`` or ``(False, exception, traceback_text)``.
+    """
+    if cloud:
+        import cloudpickle
+
+        dumps = cloudpickle.dumps
+    else:
+        dumps = pickle.dumps
+    try:
+        fn, args, kwargs = pickle.loads(payload)
+    except BaseException as exc:  # reported to the parent, never fatal here
+        return dumps((False, TaskPicklingError(
+            f"the task could not be loaded in the worker process ({type(exc).__name__}: {exc}); "
+            f"its function's module must be importable there"), None))
+    try:
+        value = fn(*args, **kwargs) if kwargs else fn(*args)
+    except BaseException as exc:  # SystemExit too: it must not kill the process
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        try:
+            return dumps((False, exc, tb))
+        except Exception:
+            return dumps((False, RuntimeError(f"{type(exc).__name__}: {exc} (the exception itself "
+                                              f"could not be pickled)"), tb))
+    try:
+        return dumps((True, value, None))
+    except Exception as exc:
+        return dumps((False, TaskPicklingError(
+            f"the task's result ({type(value).__name__}) cannot be pickled back from the worker "
+            f"process ({type(exc).__name__}: {exc}); return plain data instead"), None))
+
+
+def _default_context() -> str:
+    # Not "fork": the parent has threads (worker threads, maybe an event loop), and forking a
+    # multi-threaded process can deadlock the child (a lock held by another thread at the fork).
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+class ProcessBackend(Backend):
+    """Run each task in a worker process: for CPU-bound pure-Python work that threads cannot speed up.
+
+    The pool has ``max_workers`` processes, the worker's setting: as each
+    worker thread has at most one task in the pool, a task never waits inside
+    the pool, and NeonWorker's priority order is the order tasks start. When
+    the worker is resized, the next task starts a new pool of the new size;
+    the old pool finishes its running tasks and its processes exit. Processes
+    start on demand and are reused.
+
+    ``serializer``: ``"auto"`` uses cloudpickle when installed (lambdas,
+    closures and functions defined in a notebook work) and the standard
+    pickle otherwise (module-level functions only); or force either.
+    ``mp_context``: a start method name or a multiprocessing context; by
+    default ``"forkserver"`` (``"spawn"`` where there is none), never
+    ``"fork"`` with live threads. As with the standard library, a script that
+    uses processes needs the ``if __name__ == "__main__":`` guard.
+    ``max_tasks_per_child``: replace a process after that many tasks.
+
+    A task that cannot be pickled fails at ``add_task`` with
+    `TaskPicklingError`. A process that dies (killed, out of memory, a crash
+    in C code) breaks the pool: its tasks raise `WorkerLostError` and are
+    retried under the retry policy on a fresh pool. At shutdown, tasks still
+    running after the timeout are stopped by terminating their processes, so
+    a hung task cannot block interpreter exit.
+
+    One backend serves one worker at a time. Thread-safe.
+    """
+
+    name = "processes"
+
+    def __init__(self, *, mp_context: Any = None, max_tasks_per_child: int | None = None,
+                 serializer: str = "auto") -> None:
+        if serializer not in _SERIALIZERS:
+            raise ValueError(f"serializer must be one of {_SERIALIZERS}, got {serializer!r}")
+        cloud = serializer == "cloudpickle" or (
+            serializer == "auto" and importlib.util.find_spec("cloudpickle") is not None)
+        if cloud:
+            import cloudpickle  # ImportError here names the missing package
+
+            self._dumps: Callable[[Any], bytes] = cloudpickle.dumps
+            self._pickler: type[pickle.Pickler] = cloudpickle.CloudPickler
+        else:
+            self._dumps = pickle.dumps
+            self._pickler = pickle.Pickler
+        self._cloud = cloud
+        self.serializer = "cloudpickle" if cloud else "pickle"
+        if mp_context is None:
+            mp_context = _default_context()
+        if isinstance(mp_context, str):
+            if mp_context not in multiprocessing.get_all_start_methods():
+                raise ValueError(f"mp_context must be one of {multiprocessing.get_all_start_methods()} "
+                                 f"or a multiprocessing context, got {mp_context!r}")
+            mp_context = multiprocessing.get_context(mp_context)
+        self._context = mp_context
+        if max_tasks_per_child is not None and not (
+                type(max_tasks_per_child) is int and max_tasks_per_child >= 1):
+            raise ValueError(f"max_tasks_per_child must be None or an int >= 1, got "
+                             f"{max_tasks_per_child!r}")
+        self._max_tasks_per_child = max_tasks_per_child
+
+        self._lock = threading.Lock()  # guards the fields below; never held while waiting on a task
+        self._worker: weakref.ref | None = None
+        self._current: tuple[ProcessPoolExecutor, int] | None = None  # (pool, size): one read
+        self._draining: list[ProcessPoolExecutor] = []  # replaced pools still finishing tasks
+        self._inflight = 0
+        self._stopped = False
+
+    # ------------------------------------------------------------- lifecycle
+    def start(self, worker: Any) -> None:
+        with self._lock:
+            bound = None if self._worker is None else self._worker()
+            if bound is not None and bound is not worker and not self._stopped:
+                raise ValueError(f"this ProcessBackend already serves worker {bound.name!r}; "
+                                 f"create one backend per worker")
+            self._worker = weakref.ref(worker)
+            self._stopped = False
+        retry_lost_workers(worker)
+        self._pool()
+
+    def stop(self, worker: Any) -> None:
+        with self._lock:
+            self._stopped = True
+            pools = list(self._draining)
+            if self._current is not None:
+                pools.append(self._current[0])
+            self._current = None
+            self._draining = []
+            abandoned = self._inflight
+        for pool in pools:
+            if abandoned:
+                # Tasks still running after the shutdown timeout: stop them, or a hung task would
+                # keep its process (and the pool's manager thread) alive and block interpreter
+                # exit. Their worker threads then see WorkerLostError; nothing is retried.
+                _terminate_processes(pool)
+                pool.shutdown(wait=False, cancel_futures=True)
+            else:
+                pool.shutdown(wait=True)
+
+    @property
+    def processes(self) -> int:
+        """How many processes the current pool has started (0 before the first task)."""
+        cur = self._current
+        return 0 if cur is None else len(getattr(cur[0], "_processes", None) or ())
+
+    # ------------------------------------------------------------ submission
+    def check_task(self, task_id: Hashable, fn: Callable, args: tuple, kwargs: dict | None) -> None:
+        if self._cloud:
+            hint = ("Pass only picklable arguments and closures (not locks, open files, sockets or "
+                    "generators); create such objects inside the task.")
+        else:
+            hint = ("Define the function at module level (install cloudpickle for lambdas, closures "
+                    "and notebook functions) and pass only picklable arguments (not locks, open "
+                    "files, sockets or generators).")
+        check_picklable(self._pickler, "processes", task_id, fn, args, kwargs, hint)
+
+    # ------------------------------------------------------------- execution
+    def call(self, fn: Callable, args: tuple, kwargs: dict) -> Any:
+        """Run ``fn(*args, **kwargs)`` in a worker process; block this worker thread until it ends."""
+        payload = self._dumps((fn, args, kwargs))
+        with self._lock:
+            self._inflight += 1
+        try:
+            pool, fut = self._submit(payload)
+            try:
+                out = fut.result()
+            except BrokenProcessPool as exc:
+                self._discard(pool)
+                raise WorkerLostError(
+                    f"a worker process died while this task ran ({exc}); the task is retried on a "
+                    f"fresh process pool under the retry policy") from exc
+        finally:
+            with self._lock:
+                self._inflight -= 1
+        ok, value, tb = pickle.loads(out)
+        if ok:
+            return value
+        if tb is not None:
+            value.__cause__ = _RemoteTraceback(tb)
+        raise value
+
+    def _submit(self, payload: bytes) -> tuple[ProcessPoolExecutor, Future]:
+        for _ in range(5):
+            pool = self._pool()
+            try:
+                return pool, pool.submit(_run_payload, payload, self._cloud)
+            except BrokenProcessPool:
+                self._discard(pool)  # it broke before this task went in: use a fresh one
+            except RuntimeError:
+                pass  # shut down by a concurrent resize (or stop, which _pool() reports)
+        raise BackendUnavailableError("the processes backend could not start a process pool")
+
+    def _pool(self) -> ProcessPoolExecutor:
+        """The pool sized to the worker's current ``max_workers``; a new one after a resize."""
+        worker = None if self._worker is None else self._worker()
+        cur = self._current
+        if worker is None:
+            if cur is not None:
+                return cur[0]
+            raise BackendUnavailableError("the processes backend is not started (or its worker is gone)")
+        n = worker.config.max_workers
+        if cur is not None and cur[1] == n:
+            return cur[0]
+        with self._lock:
+            if self._stopped:
+                raise BackendUnavailableError(f"the processes backend of worker {worker.name!r} is "
+                                              f"stopped")
+            cur = self._current
+            if cur is not None and cur[1] == n:
+                return cur[0]
+            opts: dict[str, Any] = {"mp_context": self._context}
+            if self._max_tasks_per_child is not None:
+                opts["max_tasks_per_child"] = self._max_tasks_per_child
+            pool = ProcessPoolExecutor(n, **opts)
+            self._current = (pool, n)
+            if cur is not None:
+                # The old pool finishes what it runs; shutdown(wait=False) lets its processes
+                # exit afterwards. It is kept until stop() in case those tasks hang.
+                self._draining = [p for p in self._draining if _has_processes(p)] + [cur[0]]
+        if cur is not None:
+            cur[0].shutdown(wait=False)
+        return pool
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        """Forget a broken pool (once, whichever thread sees it first)."""
+        with self._lock:
+            if self._current is not None and self._current[0] is pool:
+                self._current = None
+        pool.shutdown(wait=False)
+
+    def __repr__(self) -> str:
+        cur = self._current
+        size = "not started" if cur is None else f"{cur[1]} processes"
+        return f"<ProcessBackend {self._context.get_start_method()} {self.serializer} {size}>"
+
+
+def _has_processes(pool: ProcessPoolExecutor) -> bool:
+    procs = getattr(pool, "_processes", None)
+    return bool(procs) and any(p.is_alive() for p in list(procs.values()))
+
+
+def _terminate_processes(pool: ProcessPoolExecutor) -> None:
+    terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    if terminate is not None:
+        terminate()
+        return
+    for p in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            p.terminate()
+        except Exception:  # pragma: no cover - already gone
+            pass
