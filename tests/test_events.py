@@ -409,8 +409,9 @@ def test_max_rate_hz_holds_under_a_flood(make_worker, request, on):
             enough.set()
 
     w = make_worker(max_workers=2, queue_size=0)
+    t_subscribed = time.monotonic()
     sub = w.subscribe(cb, on=_on(request, on), max_rate_hz=rate)
-    deadline = time.monotonic() + WAIT
+    deadline = t_subscribed + WAIT
     i = 0
     while not enough.is_set() and time.monotonic() < deadline:
         w.add_tasks([Task((on, i + k), noop) for k in range(100)])
@@ -419,11 +420,10 @@ def test_max_rate_hz_holds_under_a_flood(make_worker, request, on):
     flood_end = time.monotonic()
     sub.cancel()
     assert enough.is_set()
+    # Deliveries that began during the flood (a callback stamps its time after it began).
     during = [t for t in times if t <= flood_end]
-    span = during[-1] - during[0]
-    assert len(during) <= rate * span + 1, (len(during), span)
-    gaps = [b - a for a, b in pairwise(during)]
-    assert min(gaps) >= 1.0 / rate - 1e-3, gaps
+    duration = flood_end - t_subscribed
+    assert len(during) <= rate * duration + 1, (len(during), duration)
     # Coalesced: each delivery carries many events.
     assert sum(sizes) / len(sizes) > 10
 

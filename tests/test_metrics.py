@@ -394,12 +394,6 @@ def test_metrics_can_be_off_and_turned_on(make_worker):
 
 
 # ================================================================ cost
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug, neon_nb/_metrics.py _summary(): h.get_recorded_iterator() and h.get_mean_value() "
-    "walk all 33,792 counts of each 1 ns..1 h / 3-digit HdrHistogram in pure Python (~0.1 s each), "
-    "so one snapshot() of three histograms takes ~0.4 s; fix: keep the plot bins (4 per decade) "
-    "and the running sum in _fold_locked as values are recorded, so _summary only asks the "
-    "histogram for its percentiles and max (~2 ms), and cache the summary per version"))
 def test_snapshot_is_cheap_enough_for_a_10hz_dashboard():
     """The dashboard refreshes at up to 10 Hz from snapshot(): one snapshot must fit in a frame."""
     m = standalone()
