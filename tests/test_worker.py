@@ -1203,3 +1203,29 @@ def test_ctrl_c_during_shutdown_does_not_leave_the_worker_half_shut_down(tmp_pat
     state, complete, secs = out.stdout.split("second ")[1].split()
     assert (state, complete) == ("stopped", "True")
     assert float(secs) < 1.0
+
+
+@pytest.mark.xfail(strict=True, reason="core bug (API gap): when a shutdown interrupts add_tasks() "
+                   "waiting for room, WorkerShutdownError says nothing of the tasks already queued: "
+                   "their futures are lost to the caller (QueueFullError has .submitted/.remaining)")
+def test_shutdown_while_a_batch_waits_reports_what_was_queued(make_worker):
+    w = make_worker(max_workers=1, queue_size=2)
+    w.pause()
+    tasks = [Task(i, noop) for i in range(4)]
+    box = {}
+
+    def producer():
+        try:
+            box["futures"] = w.add_tasks(tasks, timeout=WAIT)
+        except WorkerShutdownError as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=producer)
+    t.start()
+    assert wait_until(lambda: w.get_status()["queued_tasks"] == 2)  # the batch now waits for room
+    w.shutdown(timeout=WAIT, cancel_pending=True)
+    t.join(WAIT)
+    err = box["error"]
+    assert [f.task_id for f in err.submitted] == [0, 1]
+    assert all(f.cancelled() for f in err.submitted)
+    assert err.remaining == tasks[2:]

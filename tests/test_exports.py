@@ -1,0 +1,108 @@
+"""The public surface of `neon_nb`, pinned; and the core's imports stay light."""
+
+from __future__ import annotations
+
+import inspect
+import pathlib
+import subprocess
+import sys
+import textwrap
+import types
+
+import neon_nb
+
+# Adding or removing a public name is an API change: update this list on purpose.
+PUBLIC = [
+    "BackendUnavailableError",
+    "ConfigError",
+    "ConfigManager",
+    "ConfigTypeError",
+    "DuplicateTaskError",
+    "Event",
+    "EventBatch",
+    "EventKind",
+    "HealthReport",
+    "LatencySummary",
+    "Metrics",
+    "MetricsSnapshot",
+    "NeonError",
+    "NeonExecutor",
+    "NeonWorker",
+    "QueueFullError",
+    "ShutdownReport",
+    "SignalHandlers",
+    "Subscription",
+    "SynchronizedCounter",
+    "Task",
+    "TaskFuture",
+    "TaskInfo",
+    "TaskPicklingError",
+    "TaskSpan",
+    "TaskState",
+    "ThroughputPoint",
+    "UnknownTaskError",
+    "WorkerConfig",
+    "WorkerLostError",
+    "WorkerShutdownError",
+    "WorkerState",
+    "__version__",
+    "config_manager",
+    "get_config",
+    "install_signal_handlers",
+    "update_config",
+]
+
+#: Heavy or Jupyter-only libraries the core must never import.
+HEAVY = ("ipywidgets", "matplotlib", "IPython", "ipykernel", "traitlets", "distributed", "dask",
+         "pandas", "numpy")
+
+
+def test_all_is_pinned():
+    assert neon_nb.__all__ == PUBLIC
+
+
+def test_every_exported_name_exists():
+    for name in neon_nb.__all__:
+        assert hasattr(neon_nb, name), name
+
+
+def test_nothing_public_is_left_out_of_all():
+    public = {name for name, value in vars(neon_nb).items()
+              if not name.startswith("_") and not isinstance(value, types.ModuleType)}
+    assert public <= set(neon_nb.__all__), public - set(neon_nb.__all__)
+
+
+def test_errors_form_one_hierarchy_in_one_module():
+    errors = [getattr(neon_nb, n) for n in neon_nb.__all__
+              if inspect.isclass(getattr(neon_nb, n)) and issubclass(getattr(neon_nb, n), Exception)]
+    assert len(errors) >= 8
+    for err in errors:
+        assert issubclass(err, neon_nb.NeonError), err
+        assert err.__module__ == "neon_nb._errors", err
+    assert issubclass(neon_nb.WorkerShutdownError, RuntimeError)
+    assert issubclass(neon_nb.UnknownTaskError, KeyError)
+    assert issubclass(neon_nb.DuplicateTaskError, ValueError)
+
+
+def test_the_package_is_typed():
+    assert (pathlib.Path(neon_nb.__file__).parent / "py.typed").is_file()
+
+
+def test_importing_and_using_the_core_imports_no_jupyter_or_plotting_library():
+    code = textwrap.dedent(f"""
+        import sys
+        import neon_nb
+        after_import = sorted({{m.split(".")[0] for m in sys.modules}} & set({HEAVY!r}))
+        w = neon_nb.NeonWorker(1).start()
+        w.submit(int, "1").result()
+        w.get_status(); w.health(); w.metrics.snapshot() if w.metrics else None
+        w.shutdown()
+        ex = neon_nb.NeonExecutor(1)
+        list(ex.map(str, range(3)))
+        ex.shutdown()
+        after_use = sorted({{m.split(".")[0] for m in sys.modules}} & set({HEAVY!r}))
+        print(after_import, after_use)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         check=True)
+    assert out.stdout.strip() == "[] []", out.stdout + out.stderr
