@@ -1229,3 +1229,77 @@ def test_shutdown_while_a_batch_waits_reports_what_was_queued(make_worker):
     assert [f.task_id for f in err.submitted] == [0, 1]
     assert all(f.cancelled() for f in err.submitted)
     assert err.remaining == tasks[2:]
+
+
+@pytest.mark.xfail(strict=True, reason="core bug: _finish_locked pops one record per finished task "
+                   "('if len(hist) > limit'), so lowering history_size live never shrinks the history")
+def test_lowering_history_size_live_bounds_the_history(make_worker):
+    w = make_worker(max_workers=1, history_size=100)
+    for f in w.add_tasks([Task(i, noop) for i in range(50)]):
+        f.result(timeout=WAIT)
+    assert w.wait_for_completion(WAIT)
+    w.configure(history_size=5)
+    for f in w.add_tasks([Task(f"n{i}", noop) for i in range(3)]):
+        f.result(timeout=WAIT)
+    assert w.wait_for_completion(WAIT)
+    assert [i.id for i in w.tasks()] == [48, 49, "n0", "n1", "n2"]
+
+
+@pytest.mark.xfail(strict=True, reason="core bug: pause() is accepted during a graceful shutdown and "
+                   "stops the queue from draining; shutdown(timeout=None) then never returns")
+def test_pause_during_a_graceful_shutdown_does_not_stall_it(make_worker, gate):
+    w = make_worker(max_workers=1)
+    started = threading.Event()
+    w.submit(blocker(gate, started))
+    started.wait(WAIT)
+    queued = [w.submit(noop, i) for i in range(3)]
+    w.shutdown(timeout=None, wait=False)
+    w.pause()
+    gate.set()
+    try:
+        report = w.shutdown(timeout=1.0)
+        assert report.complete and report.clean
+        assert all(f.done() and not f.cancelled() for f in queued)
+    finally:
+        w.resume()  # unstall it, whatever happened
+
+
+@pytest.mark.xfail(strict=True, reason="core bug: shutdown()/wait_for_completion() recognise 'called "
+                   "from one of my threads' by thread *name*; a thread of another worker with the same "
+                   "name (e.g. two NeonExecutor(thread_name_prefix='pool')) makes them skip a live task")
+def test_same_named_workers_do_not_confuse_shutdown(make_worker, gate):
+    a = make_worker(max_workers=1, name="pool")
+    b = make_worker(max_workers=1, name="pool")
+    started = threading.Event()
+    b_task = b.submit(blocker(gate, started, "b"))
+    started.wait(WAIT)
+
+    def from_a():
+        finished = b.wait_for_completion(timeout=0.2)  # b's task is still blocked
+        return finished, b_task.done()
+
+    assert a.submit(from_a).result(timeout=WAIT) == (False, False)
+
+
+@pytest.mark.xfail(strict=True, reason="core bug: wait_for_completion()/shutdown() discount one live "
+                   "task whenever the caller is a worker thread, even when that thread runs no task "
+                   "(a done callback): they return while another task still runs")
+def test_wait_for_completion_from_a_done_callback_waits_for_the_others(make_worker, gate):
+    w = make_worker(max_workers=2)
+    started = threading.Event()
+    other = w.submit(blocker(gate, started, "other"))
+    started.wait(WAIT)
+    w.pause()
+    quick = w.submit(noop)
+    seen = {}
+    called = threading.Event()
+
+    def callback(_):  # runs on the worker thread that ran `quick`, after `quick` finished
+        seen["finished"] = w.wait_for_completion(timeout=0.2)
+        seen["other_done"] = other.done()
+        called.set()
+
+    quick.add_done_callback(callback)
+    w.resume()
+    assert called.wait(WAIT)
+    assert seen == {"finished": False, "other_done": False}
