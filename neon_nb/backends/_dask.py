@@ -136,6 +136,9 @@ class DaskBackend(Backend):
         owns = True
         if self._user_client is not None:
             client, owns = self._user_client, False
+            if getattr(client, "asynchronous", False):
+                raise ValueError("DaskBackend needs a synchronous distributed.Client (worker threads "
+                                 "block on its futures); got one created with asynchronous=True")
             if client.status not in ("running", "connecting", "newly-created"):
                 raise BackendUnavailableError(f"the distributed.Client given to DaskBackend is "
                                               f"{client.status}; pass a running Client")
