@@ -17,8 +17,10 @@ Who touches what (read before changing anything here):
    rendered to PNG: a few hundred milliseconds of Python holding the GIL) is
    budgeted by its measured cost. While tasks run it waits ``plot_interval``
    seconds into the busy period, then runs at most once per
-   ``cost / plot_budget`` seconds (5% of the wall time by default), so it
-   cannot slow a flood of tasks by more than that. When no further event is
+   ``cost / plot_budget`` seconds (10% of the wall time by default), so it
+   cannot slow a flood of tasks by more than that, but at least every
+   ``plot_max_interval`` seconds (3 s) so that the view stays live even where
+   rendering is slow (there the budget gives way). When no further event is
    certain (nothing running, no retry pending, nothing queued or the worker
    paused) nothing would call the owner again, so it waits inside its
    callback until the plots are due (``cost / 0.25`` after the last, and at
@@ -98,10 +100,11 @@ class Dashboard:
     """The live dashboard of ``worker``: progress, counts, plots, utilisation and controls.
 
     Display it as the last expression of a cell (a worker displayed that way
-    shows a new dashboard too). ``max_rate_hz`` bounds deliveries (and so
+    shows its dashboard too). ``max_rate_hz`` bounds deliveries (and so
     status refreshes) per second; ``plot_budget`` is the fraction of wall time
-    the plots may take while tasks run; ``plot_interval`` the least time
-    between two plot refreshes while tasks run.
+    the plots may take while tasks run; ``plot_interval`` the least and
+    ``plot_max_interval`` the most time between two plot refreshes while
+    tasks run.
 
     Every widget carries a CSS class (``neon-dashboard``, ``neon-progress``,
     ``neon-counts``, ``neon-throughput``, ``neon-latency``,
@@ -118,8 +121,8 @@ class Dashboard:
     stopped (a final view).
     """
 
-    def __init__(self, worker: Any, *, max_rate_hz: float = 10.0, plot_budget: float = 0.05,
-                 plot_interval: float = 1.0) -> None:
+    def __init__(self, worker: Any, *, max_rate_hz: float = 10.0, plot_budget: float = 0.10,
+                 plot_interval: float = 1.0, plot_max_interval: float = 3.0) -> None:
         if not (type(plot_budget) in (int, float) and 0 < plot_budget <= 1):
             raise ValueError(f"plot_budget must be a fraction in (0, 1], got {plot_budget!r}")
         if not (type(plot_interval) in (int, float) and plot_interval >= 0):
@@ -127,6 +130,10 @@ class Dashboard:
         self._worker = worker
         self.plot_budget = float(plot_budget)
         self.plot_interval = float(plot_interval)
+        if not (type(plot_max_interval) in (int, float) and plot_max_interval >= plot_interval):
+            raise ValueError(f"plot_max_interval must be seconds >= plot_interval, got "
+                             f"{plot_max_interval!r}")
+        self.plot_max_interval = float(plot_max_interval)
 
         # Guarded by _render_lock: only the owner (and, before it exists or after it
         # ended, the thread that holds the lock) reads or writes these and the widgets.
@@ -382,7 +389,12 @@ class Dashboard:
         self.utilisation.value = _busy_html(status) if snap is None else _utilisation_html(snap)
         cost = time.perf_counter() - t0
         end = time.monotonic()
-        self._next_plot_busy = end + max(self.plot_interval, cost / self.plot_budget)
+        if empty is not None:
+            cost = 0.0  # placeholders are cached: they say nothing of a real render's cost
+        # The budget spaces plots by their cost, but never further apart than
+        # plot_max_interval: a live view must move (issue seen in the browser test).
+        self._next_plot_busy = end + min(self.plot_max_interval,
+                                         max(self.plot_interval, cost / self.plot_budget))
         self._next_plot_idle = end + max(self.plot_interval, cost / _IDLE_PLOT_SHARE)
         self.plot_renders += 1
 
