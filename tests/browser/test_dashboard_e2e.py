@@ -188,12 +188,6 @@ def test_plots_change_while_tasks_run(dashboard_run) -> None:
     require(dashboard_run, "probe plots change while tasks run")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="Dashboard bug: the constructor's placeholder render is charged to the busy plot budget "
-    "(_next_plot_busy = end + cost / plot_budget = 20x its cost: 2-8 s on a loaded 2-core machine), so "
-    "during 03's ~5 s of tasks the plots often stay 'no data yet'. Remove this marker once fixed.",
-)
 def test_notebook_plots_change_while_its_tasks_run(dashboard_run) -> None:
     require(dashboard_run, "plots change while tasks run")
 
