@@ -372,9 +372,9 @@ def test_a_hanging_task_does_not_hang_interpreter_exit(tmp_path):
         w.submit(threading.Event().wait)          # hangs forever
         for i in range(5):
             w.submit(os.write, 1, f"task {i}\\n".encode())  # queued behind it: still run at exit
-        print("main done", flush=True)
+        os.write(1, b"main done\\n")
     """, NEON_SHUTDOWN_TIMEOUT="1.0")
     elapsed = time.monotonic() - t0
     assert out.returncode == 0, out.stderr
-    assert sum(line.startswith("task") for line in out.stdout.splitlines()) == 5
+    assert sum(line.startswith("task") for line in out.stdout.splitlines()) == 5, (out.stdout, out.stderr)
     assert elapsed < 1.0 + 10.0  # the bound, plus interpreter start-up on a loaded machine
