@@ -54,7 +54,18 @@ class DuplicateTaskError(NeonError, ValueError):
 
 
 class WorkerShutdownError(NeonError, RuntimeError):
-    """The worker is shutting down or stopped and accepts no new task."""
+    """The worker is shutting down or stopped and accepts no new task.
+
+    Raised by `NeonWorker.add_tasks` when a shutdown interrupts the batch,
+    ``submitted`` holds the futures of the tasks already queued (the shutdown
+    decides their fate) and ``remaining`` the tasks that were not queued.
+    """
+
+    def __init__(self, message: str = "", *, submitted: list[Any] | None = None,
+                 remaining: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.submitted = submitted if submitted is not None else []
+        self.remaining = remaining if remaining is not None else []
 
 
 class UnknownTaskError(NeonError, KeyError):

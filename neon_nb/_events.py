@@ -10,7 +10,8 @@ and takes what is new when it delivers. Delivery happens elsewhere:
   Live whatever the main thread does; a slow callback only delays itself.
 * ``on=<asyncio loop>``: ``loop.call_soon_threadsafe``; in a notebook, the
   kernel's loop, so the callback runs on the kernel thread when it is idle.
-* ``on="inline"``: on a worker thread right after it released its lock.
+* ``on="inline"``: on a worker thread right after it released its lock (a
+  delivery deferred by ``max_rate_hz`` is made by the worker's monitor thread).
   Must not block: it delays that worker.
 
 A subscriber's buffer is the part of the log past its cursor, bounded by its
@@ -137,6 +138,10 @@ class Subscription:
         self._lock: threading.Lock = owner._lock  # the worker's lock guards the log and cursor
         self._cap = buffer_size
         self._cursor = 0  # seq of the next event to deliver; set by the worker at subscribe
+        self._done_upto = 0  # every event below this seq has been through the callback
+        self._flushed = threading.Condition()
+        self._urgent = False  # a flush() asked to skip the rate limit once
+        self._deferred = False  # inline: a delivery is waiting for the rate limit
         self._armed = False
         self._closed = False
         self._last_delivery = -1e9
@@ -147,7 +152,6 @@ class Subscription:
         self.errors = 0
         self.name = name
         self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()  # C-level: cheap to signal
-        self._stop_event = threading.Event()
         self._cancelled = False
         self._thread: threading.Thread | None = None
         if mode == "thread":
@@ -226,36 +230,34 @@ class Subscription:
         wake = self._wake.get
         while True:
             wake()
-            if self._min_gap:
+            if self._min_gap and not self._urgent:
                 # Coalesce: let events accumulate until the rate allows a batch.
                 delay = self._last_delivery + self._min_gap - time.monotonic()
                 if delay > 0 and not self._closed:
                     self._stop_wait(delay)
-            batch = self._take()
-            if batch is not None and not (self._closed and self._cancelled):
-                self._call(batch)
+            self._urgent = False
+            if not (self._closed and self._cancelled):
+                self._deliver_once()
             if self._closed and not self._pending():
+                self._notify_flushed()
                 return
 
     def _stop_wait(self, delay: float) -> None:
-        # Sleep for the rate limit, but wake early if the subscription is cancelled.
-        end = time.monotonic() + delay
-        while not self._closed:
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            self._stop_event.wait(left)
+        # Sleep for the rate limit; a wake token from close() or flush() ends it early.
+        try:
+            self._wake.get(timeout=delay)
+        except queue.Empty:
+            pass
 
     def _deliver_on_loop(self) -> None:
         if self._closed and self._cancelled:
             return
         delay = self._last_delivery + self._min_gap - time.monotonic()
-        if delay > 0:
+        if delay > 0 and not self._urgent:
             self.loop.call_later(delay, self._deliver_on_loop)  # type: ignore[union-attr]
             return
-        batch = self._take()
-        if batch is not None:
-            self._call(batch)
+        self._urgent = False
+        self._deliver_once()
 
     def _pump_inline(self) -> None:
         # Called by a worker thread after it released the worker lock. Whoever
@@ -266,19 +268,76 @@ class Subscription:
                 return
             try:
                 if self._min_gap and time.monotonic() - self._last_delivery < self._min_gap:
-                    return  # coalesced into a later delivery
-                batch = self._take()
-                if batch is not None:
-                    self._call(batch)
+                    # Coalesced into a later delivery, which the worker's monitor
+                    # thread makes if no further event comes first.
+                    if not self._deferred:
+                        self._deferred = True
+                        self._owner._kick_monitor()
+                    return
+                self._deferred = False
+                self._deliver_once_locked()
             finally:
                 self._deliver_lock.release()
 
-    def flush(self) -> None:
-        """Deliver what is buffered now, on the calling thread (for inline subscribers at the end)."""
+    def _deliver_once(self) -> None:
+        """Take what is new and call the callback, one delivery at a time (in order)."""
         with self._deliver_lock:
-            batch = self._take()
-            if batch is not None:
-                self._call(batch)
+            self._deliver_once_locked()
+
+    def _deliver_once_locked(self) -> None:
+        batch = self._take()
+        upto = self._cursor
+        if batch is not None:
+            self._call(batch)
+        with self._flushed:
+            self._done_upto = upto
+            self._flushed.notify_all()
+
+    def _notify_flushed(self) -> None:
+        with self._flushed:
+            self._flushed.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver every event emitted before this call, and wait until the callback has had it.
+
+        Ignores ``max_rate_hz`` for this one delivery. On the delivering thread
+        (or for ``on="inline"``) it delivers on the calling thread. Returns
+        False if ``timeout`` expired first (or the subscription was cancelled).
+        Thread-safe.
+        """
+        with self._lock:
+            log = self._owner._log
+            target = log[-1][0] if log else self._cursor - 1
+        deadline = None if timeout is None else time.monotonic() + timeout
+        me = threading.current_thread()
+        loop_here = False
+        if self.mode == "loop":
+            try:
+                loop_here = asyncio.get_running_loop() is self.loop
+            except RuntimeError:
+                loop_here = False
+        if self.mode == "inline" or loop_here or (self._thread is not None and self._thread is me):
+            while self._done_upto <= target and not self._cancelled:
+                self._deliver_once()
+            return self._done_upto > target
+        with self._flushed:
+            while self._done_upto <= target:
+                if self._cancelled or (self._closed and not self._pending()
+                                       and (self._thread is None or not self._thread.is_alive())):
+                    return self._done_upto > target
+                self._urgent = True
+                if self.mode == "thread":
+                    self._wake.put(None)  # also ends a rate-limit sleep early
+                else:
+                    try:
+                        self.loop.call_soon_threadsafe(self._deliver_on_loop)  # type: ignore[union-attr]
+                    except RuntimeError:
+                        return False
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._flushed.wait(left if left is None else min(left, 0.05))
+        return True
 
     # --- lifecycle --------------------------------------------------------------
     def _close(self, *, drain: bool) -> None:
@@ -286,7 +345,6 @@ class Subscription:
         if not drain:
             self._cancelled = True
         self._closed = True
-        self._stop_event.set()
         self._wake.put(None)
 
     def cancel(self) -> None:

@@ -101,9 +101,9 @@ def check_retry_on(value: Any, where: str) -> None:
     if value is None or _is_exc_type(value):
         return
     if isinstance(value, tuple):
-        if all(_is_exc_type(t) for t in value):
+        if value and all(_is_exc_type(t) for t in value):
             return
-    elif callable(value):
+    elif callable(value) and not isinstance(value, type):  # a class is callable, but no predicate
         return
     raise TypeError(f"{where} must be an exception type, a tuple of exception types or a "
                     f"predicate callable(exc) -> bool, got {value!r}")
@@ -117,7 +117,10 @@ def _is_exc_type(t: Any) -> bool:
 class TaskInfo:
     """A frozen view of one task's status, as returned by `NeonWorker.get_task_status`.
 
-    Times are ``time.monotonic()`` seconds (None when the step has not happened).
+    Times are ``time.monotonic()`` seconds (None when the step has not happened):
+    ``submitted_at`` is the first submission, ``enqueued_at`` the last time the
+    task entered the queue (a retry re-enters it), ``started_at`` and
+    ``finished_at`` belong to the last attempt.
     ``error`` is ``"ExceptionType: message"`` of the last failure; the exception
     itself is on the task's future.
     """
@@ -132,6 +135,11 @@ class TaskInfo:
     finished_at: float | None
     thread: str | None
     error: str | None
+    enqueued_at: float | None = None
+
+    @property
+    def _enqueued(self) -> float:
+        return self.submitted_at if self.enqueued_at is None else self.enqueued_at
 
     @property
     def done(self) -> bool:
@@ -140,7 +148,9 @@ class TaskInfo:
     @property
     def queue_wait(self) -> float | None:
         """Seconds between the last (re)queueing and the start of the last attempt."""
-        return None if self.started_at is None else self.started_at - self.submitted_at
+        if self.started_at is None or self.started_at < self._enqueued:
+            return None  # not started since it was (re)queued
+        return self.started_at - self._enqueued
 
     @property
     def run_time(self) -> float | None:

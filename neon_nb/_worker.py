@@ -177,7 +177,8 @@ class _Record:
 
     def info(self) -> TaskInfo:
         return TaskInfo(self.id, self.state, self.priority, self.seq, self.attempts,
-                        self.submitted_at, self.started_at, self.finished_at, self.thread, self.error)
+                        self.submitted_at, self.started_at, self.finished_at, self.thread, self.error,
+                        self.enqueued_at)
 
 
 _live_workers: weakref.WeakSet[NeonWorker] = weakref.WeakSet()
@@ -288,6 +289,7 @@ class NeonWorker:
         self._started_at: float | None = None
         self._report: ShutdownReport | None = None
         self._shutdown_done = threading.Event()
+        self._shutdown_claimed = False  # a call is completing the shutdown
         self._shutdown_started_at: float | None = None
         self._shutdown_cancelled: list[Hashable] = []
 
@@ -492,6 +494,12 @@ class NeonWorker:
         except QueueFullError as exc:
             raise QueueFullError(str(exc), submitted=futures[:done],
                                  remaining=tasks[done:]) from None
+        except WorkerShutdownError as exc:
+            if not done:
+                raise
+            raise WorkerShutdownError(f"{exc}; {done} task(s) of the batch were queued before "
+                                      f"(see .submitted and .remaining)",
+                                      submitted=futures[:done], remaining=tasks[done:]) from None
         finally:
             put = self._tokens.put
             for _ in range(done - woken):
@@ -630,11 +638,13 @@ class NeonWorker:
                     self._tokens.put(token)  # keep the token for whoever runs its task
             if post is not None:
                 self._after_record(post)
+                post = None  # no reference to the last result while this thread blocks
             elif self._inline_subs:
                 self._after_emit()
             done = None
             if rec is not None:
                 done = self._execute(rec)
+                rec = None
 
     def _control(self, token: int, name: str) -> bool:
         """Handle stop, retire and pause; True if this thread must exit."""
@@ -814,7 +824,7 @@ class NeonWorker:
         limit = self._config.history_size
         if limit:
             hist[tid] = rec
-            if len(hist) > limit:
+            while len(hist) > limit:  # more than one after history_size was lowered
                 hist.popitem(last=False)
         if not self._live:
             self._all_done.notify_all()
@@ -824,6 +834,7 @@ class NeonWorker:
     # ============================================================ cancellation
     def cancel(self, task_id: Hashable) -> bool:
         """Cancel a queued task (or one waiting for a retry). False if it is running or done."""
+        _check_hashable("task_id", task_id)
         with self._lock:
             rec = self._live.get(task_id)
             fut = None if rec is None else self._cancel_locked(rec)
@@ -942,6 +953,7 @@ class NeonWorker:
 
         Raises `UnknownTaskError` (a KeyError) for an id never seen or forgotten.
         """
+        _check_hashable("task_id", task_id)
         with self._lock:
             rec = self._live.get(task_id) or self._history.get(task_id)
             if rec is None:
@@ -958,14 +970,19 @@ class NeonWorker:
         infos.sort(key=lambda i: i.sequence)
         return infos
 
+    def _own_task_locked(self) -> int:
+        """1 if the calling thread is one of ours running a task (it must not wait for itself)."""
+        me = threading.current_thread()
+        return 1 if self._threads.get(me.name) is me and me.name in self._busy else 0
+
     def wait_for_completion(self, timeout: float | None = None) -> bool:
         """Block until no task is queued, running or waiting for a retry; False on timeout.
 
         Thread-safe. Called from inside a task, it does not wait for that task itself.
         """
-        deadline = None if timeout is None else _now() + timeout
-        own = 1 if threading.current_thread().name in self._threads else 0
+        deadline = _deadline(True, timeout)
         with self._lock:
+            own = self._own_task_locked()
             while len(self._live) > own:
                 if deadline is None:
                     self._all_done.wait()
@@ -980,8 +997,8 @@ class NeonWorker:
     def pause(self) -> None:
         """Stop starting new tasks; running ones finish. Submissions are still accepted."""
         with self._lock:
-            if self._paused:
-                return
+            if self._paused or self._closed:
+                return  # a shutdown drains the queue: pausing it then would stall it
             self._paused = True
             if self._state == WorkerState.RUNNING:
                 self._state = WorkerState.PAUSED
@@ -1029,6 +1046,8 @@ class NeonWorker:
             old = self._config
             cfg = old.replace(**changes)
             self._config = cfg
+            while len(self._history) > cfg.history_size:
+                self._history.popitem(last=False)
             if cfg.queue_size != old.queue_size and self._put_waiters:
                 self._not_full.notify_all()
             if cfg.enable_metrics and self.metrics is None:
@@ -1085,14 +1104,14 @@ class NeonWorker:
         """
         if timeout == "config":
             timeout = self._config.shutdown_timeout
-        if timeout is not None and not (type(timeout) in (int, float) and timeout >= 0):
-            raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
+        _check_timeout("timeout", timeout)
         t_begin = _now()
         deadline = None if timeout is None else t_begin + timeout
         with self._lock:
             first = not self._closed
             if first:
                 self._closed = True
+                self._shutdown_claimed = True
                 self._shutdown_started_at = t_begin
                 self._cancel_on_close = bool(cancel_pending)
                 if self._state == WorkerState.CREATED:
@@ -1113,22 +1132,37 @@ class NeonWorker:
             return self._finalize(t_begin, timeout)
         if not wait:
             if first:
-                threading.Thread(target=self._complete_shutdown, args=(t_begin, timeout),
+                threading.Thread(target=self._complete_shutdown_claimed, args=(t_begin, timeout),
                                  name=f"{self.name}-shutdown", daemon=True).start()
             return None
         if not first:
-            # Another call is shutting down: wait for its report, within our own bound.
-            left = None if deadline is None else max(0.0, deadline - _now())
-            if self._shutdown_done.wait(_bounded(left)):
-                return self._report
-            return self._progress_report(timeout)
-        return self._complete_shutdown(t_begin, timeout)
+            with self._lock:
+                # The call that owned the shutdown was interrupted (Ctrl-C during its
+                # wait): this one takes over, or the worker would stay half shut down.
+                take_over = not self._shutdown_claimed and not self._shutdown_done.is_set()
+                if take_over:
+                    self._shutdown_claimed = True
+            if not take_over:
+                # Another call is shutting down: wait for its report, within our own bound.
+                left = None if deadline is None else max(0.0, deadline - _now())
+                if self._shutdown_done.wait(_bounded(left)):
+                    return self._report
+                return self._progress_report(timeout)
+        return self._complete_shutdown_claimed(t_begin, timeout)
+
+    def _complete_shutdown_claimed(self, t_begin: float, timeout: float | None) -> ShutdownReport:
+        try:
+            return self._complete_shutdown(t_begin, timeout)
+        except BaseException:  # KeyboardInterrupt: let a later call finish the job
+            with self._lock:
+                self._shutdown_claimed = False
+            raise
 
     def _complete_shutdown(self, t_begin: float, timeout: float | None) -> ShutdownReport:
         # Wait for live tasks (not for the caller's own, if called from a task).
         deadline = None if timeout is None else t_begin + timeout
-        own = 1 if threading.current_thread().name in self._threads else 0
         with self._lock:
+            own = self._own_task_locked()
             while len(self._live) > own:
                 if deadline is None:
                     self._all_done.wait()
@@ -1245,9 +1279,12 @@ class NeonWorker:
                     wake = min(wake, rh[0][0])
                 if self.metrics is not None:
                     wake = min(wake, now + self.metrics.window)
+                for sub in self._inline_subs:  # a delivery deferred by max_rate_hz
+                    if sub._deferred:
+                        wake = min(wake, sub._last_delivery + sub._min_gap)
             for _ in due:
                 self._tokens.put(_ITEM)
-            if due:
+            if due or any(sub._deferred for sub in self._inline_subs):
                 self._after_emit()
             if health_due:
                 self._check_health()
@@ -1263,6 +1300,9 @@ class NeonWorker:
                 # nobody: take its due time into account now, under the lock.
                 if self._retry_heap:
                     wake = min(wake, self._retry_heap[0][0])
+                for sub in self._inline_subs:
+                    if sub._deferred:
+                        wake = min(wake, sub._last_delivery + sub._min_gap)
                 left = wake - _now()
                 if left > 0:
                     self._monitor_cv.wait(left)
@@ -1341,7 +1381,8 @@ class NeonWorker:
         with self._lock:
             if self._state == WorkerState.STOPPED:
                 raise WorkerShutdownError(f"worker {self.name!r} is stopped: nothing to subscribe to")
-            sub._cursor = self._log[-1][0] + 1 if self._log else self._peek_seq_locked()
+            sub._cursor = sub._done_upto = (self._log[-1][0] + 1 if self._log
+                                            else self._peek_seq_locked())
             self._subs = (*self._subs, sub)
             if sub.mode == "inline":
                 self._inline_subs = (*self._inline_subs, sub)
@@ -1407,6 +1448,10 @@ class NeonWorker:
         if self._need_wake:
             self._wake_subs_locked()
 
+    def _kick_monitor(self) -> None:
+        with self._lock:
+            self._monitor_cv.notify()
+
     def _after_emit(self) -> None:
         for s in self._inline_subs:
             s._pump_inline()
@@ -1433,13 +1478,29 @@ class NeonWorker:
         display(dash)
 
 
+def _check_hashable(name: str, value: Any) -> None:
+    try:
+        hash(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a task id (hashable), got unhashable "
+                        f"{type(value).__name__} {value!r}") from None
+
+
 def _deadline(block: bool, timeout: float | None) -> float | None:
     if not isinstance(block, bool):
         raise TypeError(f"block must be True or False, got {block!r}")
     if not block:
         return 0.0
-    if timeout is None:
-        return None
-    if type(timeout) not in (int, float) or math.isnan(timeout) or timeout < 0:
-        raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
-    return _now() + timeout
+    _check_timeout("timeout", timeout)
+    return None if timeout is None else _now() + timeout
+
+
+def _check_timeout(name: str, value: Any) -> None:
+    """None or a number >= 0: TypeError for another type, ValueError for a bad number."""
+    if value is None:
+        return
+    if type(value) not in (int, float):
+        raise TypeError(f"{name} must be None or a number of seconds >= 0, got "
+                        f"{type(value).__name__} {value!r}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be None or a number of seconds >= 0, got {value!r}")
