@@ -314,8 +314,6 @@ def test_finished_tasks_keep_no_reference_to_function_or_arguments():
         ex.shutdown()
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: NeonWorker._work keeps `post` (the previous task's "
-                   "future, hence its result) bound while the thread blocks for the next token")
 def test_a_result_lives_exactly_as_long_as_its_future():
     ex = NeonExecutor(1)
     try:

@@ -182,9 +182,8 @@ def run_stress(seed: int, n_producers: int = 16, per_producer: int = 1000) -> No
                     i += 1
         except WorkerShutdownError as exc:
             # The random shutdown came: stop producing. A batch interrupted while waiting for
-            # room may have queued a prefix (see test_worker: its futures are not reported
-            # yet); those tasks are still checked through the worker's records below.
-            keep(getattr(exc, "submitted", []))
+            # room may have queued a prefix: the error carries their futures.
+            keep(exc.submitted)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -234,7 +233,7 @@ def run_stress(seed: int, n_producers: int = 16, per_producer: int = 1000) -> No
     assert not any(t.is_alive() for t in threads + helpers)
     assert torn == []
     assert reports and reports[0].clean, reports
-    assert accepted.value == len(futures) <= w.get_status()["submitted_tasks"]
+    assert accepted.value == len(futures) == w.get_status()["submitted_tasks"]
     check_final_state(w, ledger, futures)
 
 

@@ -59,9 +59,7 @@ def test_any_non_empty_hashable_id_is_accepted(tid):
     ({"retry_backoff": 0.5}, ValueError, "Task.retry_backoff"),
     ({"retry_on": 42}, TypeError, "Task.retry_on"),
     ({"retry_on": (ValueError, "x")}, TypeError, "Task.retry_on"),
-    pytest.param({"retry_on": int}, TypeError, "Task.retry_on", marks=pytest.mark.xfail(
-        strict=True, reason="core bug: _task.check_retry_on accepts any class as a predicate "
-                            "(callable(int) is True); int(exc) then raises at every failure")),
+    ({"retry_on": int}, TypeError, "Task.retry_on"),  # a class, but not an exception type
 ])
 def test_invalid_fields_raise_naming_the_field(kwargs, exc, field):
     args = {"id": "t1", "function": f, **kwargs}
