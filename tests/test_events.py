@@ -478,12 +478,6 @@ def test_bad_subscribe_arguments(make_worker, kwargs, error, match):
     assert w.add_task(Task("still-fine", noop)).result(WAIT) is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug, neon_nb/_events.py Subscription._pump_inline(): when a delivery is too soon for "
-    "max_rate_hz it returns ('coalesced into a later delivery') but nothing schedules that later "
-    "delivery; if no further event is emitted the buffered events wait until shutdown's flush(). "
-    "Fix: on a deferred inline delivery, have the worker's monitor (or a timer) call _pump_inline "
-    "at _last_delivery + _min_gap"))
 def test_inline_rate_limited_subscriber_gets_the_last_events(make_worker):
     """A rate-limited inline subscriber is delayed, never starved: the final events arrive soon."""
     seen = threading.Event()
