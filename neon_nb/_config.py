@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -216,7 +217,29 @@ class ConfigManager:
             self._listeners.discard(listener)
 
 
-_manager = ConfigManager(config_from_env())
+def _initial_config() -> WorkerConfig:
+    """The environment's settings; a bad ``NEON_*`` variable warns and is ignored.
+
+    (``import neon_nb`` must not fail because of one stray variable.)
+    """
+    try:
+        return config_from_env()
+    except ConfigError:
+        pass
+    good = {}
+    for key, raw in os.environ.items():
+        if not key.startswith("NEON_"):
+            continue
+        try:
+            config_from_env({key: raw})
+        except ConfigError as exc:
+            warnings.warn(f"neon_nb: ignoring {exc}", RuntimeWarning, stacklevel=3)
+        else:
+            good[key] = raw
+    return config_from_env(good)
+
+
+_manager = ConfigManager(_initial_config())
 
 
 def get_config() -> WorkerConfig:

@@ -338,11 +338,13 @@ class NeonWorker:
             self._monitor = threading.Thread(target=self._monitor_loop, name=f"{self.name}-monitor",
                                              daemon=True)
             self._emit_locked(EventKind.WORKER_STARTED, detail=n)
+        # Registered before any thread runs: a thread that fails at once (an
+        # initializer) may shut the worker down before start() returns.
+        _live_workers.add(self)
+        _install_exit_hook()
         for t in new:
             t.start()
         self._monitor.start()
-        _live_workers.add(self)
-        _install_exit_hook()
         logger.debug("worker %s started with %d threads", self.name, n)
         self._after_emit()
         return self
