@@ -36,7 +36,7 @@ __all__ = ["Event", "EventBatch", "EventKind", "Subscription"]
 
 logger = logging.getLogger("neon_nb")
 
-_MIN_GAP = 0.001  # seconds between two deliveries of an unthrottled thread subscriber
+_MIN_GAP = 0.005  # seconds between two deliveries of an unthrottled thread subscriber
 
 
 class EventKind(str, enum.Enum):

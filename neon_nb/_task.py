@@ -194,21 +194,27 @@ class TaskFuture(Future):
     # ``_invoke_callbacks()`` after releasing its lock.
 
     def _set_result_locked(self, result: Any) -> None:
-        with self._condition:
+        cond = self._condition
+        with cond._lock:  # the condition's RLock, entered in C (Condition.__enter__ is Python)
             self._result = result
             self._state = _fb.FINISHED
             for waiter in self._waiters:
                 waiter.add_result(self)
-            self._condition.notify_all()
+            # notify_all() is Python code; skip it when nobody waits in result().
+            # (Checked under the condition: a waiter registers before releasing it.)
+            if cond._waiters:
+                cond.notify_all()
         self._canceller = None
 
     def _set_exception_locked(self, exc: BaseException) -> None:
-        with self._condition:
+        cond = self._condition
+        with cond._lock:
             self._exception = exc
             self._state = _fb.FINISHED
             for waiter in self._waiters:
                 waiter.add_exception(self)
-            self._condition.notify_all()
+            if cond._waiters:
+                cond.notify_all()
         self._canceller = None
 
     def _set_cancelled_locked(self) -> bool:

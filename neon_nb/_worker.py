@@ -259,7 +259,11 @@ class NeonWorker:
         self._monitor_cv = threading.Condition(self._lock)
         self._put_waiters = 0
 
-        self._heap: list[tuple[int, int, _Record]] = []
+        # The queue: one FIFO per priority, and a heap of the priorities present
+        # (negated). Push and pop are O(1) for the usual handful of priorities,
+        # where one heap of all tasks costs O(log n) tuple comparisons per task.
+        self._buckets: dict[int, deque[_Record]] = {}
+        self._prios: list[int] = []
         self._seq = itertools.count()
         self._tokens: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._live: dict[Hashable, _Record] = {}
@@ -554,10 +558,10 @@ class NeonWorker:
 
     def _enqueue_locked(self, rec: _Record) -> None:
         now = _now()
-        rec.seq = seq = next(self._seq)
+        rec.seq = next(self._seq)
         rec.submitted_at = rec.enqueued_at = now
         self._live[rec.id] = rec
-        heapq.heappush(self._heap, (-rec.priority, seq, rec))
+        self._push_locked(rec)
         self._queued += 1
         self._submitted += 1
         if self._subs:
@@ -678,15 +682,29 @@ class NeonWorker:
             self._after_record(post)
         return False
 
+    def _push_locked(self, rec: _Record) -> None:
+        p = rec.priority
+        bucket = self._buckets.get(p)
+        if bucket is None:
+            bucket = self._buckets[p] = deque()
+            heapq.heappush(self._prios, -p)
+        bucket.append(rec)
+
     def _claim_locked(self, name: str) -> _Record | None:
-        """Pop the best queued task and mark it running on ``name``; None if the heap is empty."""
-        heap = self._heap
+        """Pop the best queued task and mark it running on ``name``; None if the queue is empty."""
+        prios = self._prios
+        buckets = self._buckets
         rec = None
-        while heap:
-            rec = heapq.heappop(heap)[2]
-            if rec.state is QUEUED:
+        while prios:
+            bucket = buckets[-prios[0]]
+            while bucket:
+                rec = bucket.popleft()
+                if rec.state is QUEUED:
+                    break
+                rec = None  # cancelled while queued: its entry is skipped here
+            if rec is not None:
                 break
-            rec = None  # cancelled while queued: its entry is skipped here
+            del buckets[-heapq.heappop(prios)]  # this priority has no task left
         if rec is None:
             return None
         self._queued -= 1
@@ -790,7 +808,7 @@ class NeonWorker:
             tid, attempts, error, exc = failure
             logger.warning("task %r failed after %d attempt(s): %s", tid, attempts, error,
                            exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None)
-        if fut is not None:
+        if fut is not None and fut._done_callbacks:
             fut._invoke_callbacks()
         if self._inline_subs:
             self._after_emit()
@@ -894,8 +912,9 @@ class NeonWorker:
                 fut = self._cancel_locked(rec)
                 if fut is not None:
                     futures.append(fut)
-            if not self._queued:
-                self._heap.clear()
+            if not self._queued:  # drop the cancelled entries at once
+                self._buckets.clear()
+                self._prios.clear()
         for fut in futures:
             fut._invoke_callbacks()
         self._after_emit()
@@ -1269,7 +1288,7 @@ class NeonWorker:
                         self._retry_waiting -= 1
                         self._queued += 1
                         rec.enqueued_at = now
-                        heapq.heappush(self._heap, (-rec.priority, next(self._seq), rec))
+                        self._push_locked(rec)  # behind the tasks of its priority
                         due.append(rec)
                         if self._subs:
                             self._emit_locked(EventKind.TASK_SUBMITTED, rec, detail="retry")

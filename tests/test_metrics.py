@@ -408,3 +408,35 @@ def test_snapshot_is_cheap_enough_for_a_10hz_dashboard():
         m.snapshot()
         costs.append(time.perf_counter() - t_start)
     assert sorted(costs)[1] < 0.1, costs
+
+
+def test_folding_fills_the_histograms_exactly_as_record_value_does():
+    """_fold_locked writes into HdrHistogram's counts with the library's arithmetic inlined."""
+    from hdrh.histogram import HdrHistogram
+
+    from neon_nb._metrics import _DIGITS, _HIGHEST_NS, _LOWEST_NS, _ns
+
+    rng = np.random.default_rng(7)
+    m = standalone(threads=("A", "B"))
+    ref = {k: HdrHistogram(_LOWEST_NS, _HIGHEST_NS, _DIGITS) for k in ("queue_wait", "run_time",
+                                                                        "end_to_end")}
+    t0 = m._t0
+    # Spans from 1 ns to beyond the histogram's top (clamped), all three outcomes.
+    waits = np.concatenate([rng.lognormal(-12, 4, 3000), [0.0, 1e-9, 5000.0]])
+    for i, w in enumerate(waits):
+        enq = t0 + float(rng.uniform(0, 3))
+        start = enq + float(w)
+        end = start + float(rng.lognormal(-9, 3))
+        submitted = enq - float(rng.uniform(0, 0.01))
+        outcome = ("succeeded", "failed", "retry")[i % 3]
+        feed(m, i, "AB"[i % 2], enq, start, end, submitted=submitted, outcome=outcome)
+        ref["queue_wait"].record_value(_ns(start - enq))
+        ref["run_time"].record_value(_ns(end - start))
+        if outcome != "retry":
+            ref["end_to_end"].record_value(_ns(end - submitted))
+    m.fold()
+    for name, want in ref.items():
+        got = m._hist[name]
+        assert list(got.counts) == list(want.counts), name
+        assert (got.total_count, got.min_value, got.max_value) == (
+            want.total_count, want.min_value, want.max_value), name
