@@ -318,6 +318,7 @@ class NeonWorker:
 
         self._backend = make_backend(backend)
         self._call = self._backend.call  # None for threads: call the function directly
+        self._always_retry = tuple(self._backend.always_retry)
         # None when the backend accepts any callable (threads): skip the call per task.
         self._check_task = (None if type(self._backend).check_task is Backend.check_task
                             else self._backend.check_task)
@@ -740,6 +741,8 @@ class NeonWorker:
         return (rec, True, value, _now(), False)
 
     def _retryable(self, rec: _Record, exc: BaseException) -> bool:
+        if self._always_retry and isinstance(exc, self._always_retry):
+            return True  # the backend's failure (a lost process), not the task's
         retry_on = rec.retry_on if rec.retry_on is not None else self._retry_on
         if isinstance(retry_on, (type, tuple)):
             return isinstance(exc, retry_on)

@@ -17,6 +17,9 @@ class Backend:
 
     name = "base"
     call: Callable[[Callable, tuple, dict], Any] | None = None
+    always_retry: tuple[type[BaseException], ...] = ()
+    """Exceptions that are the backend's failure, not the task's (a lost worker process):
+    retried whatever ``retry_on`` says; the attempt limit, delays and backoff still apply."""
 
     def start(self, worker: Any) -> None:
         """Called by `NeonWorker.start` before any thread starts; raise a clear error if unusable."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from .._errors import BackendUnavailableError, WorkerLostError
 from ._base import Backend
-from ._support import check_picklable, retry_lost_workers
+from ._support import check_picklable
 
 __all__ = ["DaskBackend"]
 
@@ -68,6 +68,7 @@ class DaskBackend(Backend):
     """
 
     name = "dask"
+    always_retry = (WorkerLostError,)
 
     def __init__(self, client: Any = None, *, address: str | None = None,
                  n_workers: int | None = None, threads_per_worker: int | None = None,
@@ -171,7 +172,6 @@ class DaskBackend(Backend):
         with self._lock:
             self._worker = weakref.ref(worker)
             self._client, self._cluster, self._owns_client = client, cluster, owns
-        retry_lost_workers(worker)
         logger.debug("worker %s: dask backend on %s", worker.name, client.scheduler.address)
 
     def stop(self, worker: Any) -> None:

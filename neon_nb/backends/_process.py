@@ -24,7 +24,7 @@ from typing import Any
 
 from .._errors import BackendUnavailableError, TaskPicklingError, WorkerLostError
 from ._base import Backend
-from ._support import check_picklable, retry_lost_workers
+from ._support import check_picklable
 
 __all__ = ["ProcessBackend"]
 
@@ -112,6 +112,7 @@ class ProcessBackend(Backend):
     """
 
     name = "processes"
+    always_retry = (WorkerLostError,)
 
     def __init__(self, *, mp_context: Any = None, max_tasks_per_child: int | None = None,
                  serializer: str = "auto") -> None:
@@ -159,7 +160,6 @@ class ProcessBackend(Backend):
                                  f"create one backend per worker")
             self._worker = weakref.ref(worker)
             self._stopped = False
-        retry_lost_workers(worker)
         self._pool()
 
     def stop(self, worker: Any) -> None:
