@@ -478,13 +478,17 @@ class NeonWorker:
                     raise WorkerShutdownError(f"worker {self.name!r} is shut down: it accepts no "
                                               f"new task")
                 live = self._live
-                for rec in recs:
-                    if rec.id in live:
-                        raise DuplicateTaskError(f"a task with id {rec.id!r} is still "
-                                                 f"{live[rec.id].state.value}; nothing of the batch "
-                                                 f"was queued")
+                if not live.keys().isdisjoint(seen):
+                    rec = next(r for r in recs if r.id in live)
+                    raise DuplicateTaskError(f"a task with id {rec.id!r} is still "
+                                             f"{live[rec.id].state.value}; nothing of the batch "
+                                             f"was queued")
                 size = self._config.queue_size
-                for rec in recs:
+                if not size or self._queued + len(recs) <= size:
+                    # It all fits: one pass, the shortest hold of the lock.
+                    self._enqueue_many_locked(recs)
+                    done = len(recs)
+                for rec in recs[done:]:
                     if size and self._queued >= size:
                         # Wake threads for what is queued so far, or no room will ever come.
                         for _ in range(done - woken):
@@ -556,6 +560,30 @@ class NeonWorker:
                     self._not_full.wait(_bounded(left))
         finally:
             self._put_waiters -= 1
+
+    def _enqueue_many_locked(self, recs: list[_Record]) -> None:
+        now = _now()
+        next_seq = self._seq.__next__
+        live = self._live
+        buckets = self._buckets
+        prev = bucket = None
+        for rec in recs:
+            rec.seq = next_seq()
+            rec.submitted_at = rec.enqueued_at = now
+            live[rec.id] = rec
+            p = rec.priority
+            if p != prev:
+                bucket = buckets.get(p)
+                if bucket is None:
+                    bucket = buckets[p] = deque()
+                    heapq.heappush(self._prios, -p)
+                prev = p
+            bucket.append(rec)
+        self._queued += len(recs)
+        self._submitted += len(recs)
+        if self._subs:
+            for rec in recs:
+                self._emit_locked(EventKind.TASK_SUBMITTED, rec)
 
     def _enqueue_locked(self, rec: _Record) -> None:
         now = _now()
