@@ -20,7 +20,7 @@ from typing import Any
 import ipywidgets as W
 
 from ..batch import DISTRIBUTIONS, PRIORITY_MODES, Batch, get_task_kind, task_kinds
-from ._dashboard import _css
+from ._dashboard import WidgetView, _css
 
 __all__ = ["BatchBuilder"]
 
@@ -29,7 +29,7 @@ logger = logging.getLogger("neon_nb")
 _INT = re.compile(r"-?\d+")
 
 
-class BatchBuilder:
+class BatchBuilder(WidgetView):
     """A widget to build batches of synthetic tasks and submit them to ``worker``.
 
     Fields: task kind (from the registry, see `register_task_kind`), count,
@@ -194,12 +194,6 @@ class BatchBuilder:
         with self._lock:
             for w in _walk(self.widget):
                 w.close()
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        data = self.widget._repr_mimebundle_(**kwargs)
-        if isinstance(data, dict):
-            data["text/plain"] = repr(self)
-        return data
 
     def __repr__(self) -> str:
         return f"<neon_nb BatchBuilder for worker {self._worker.name!r}>"

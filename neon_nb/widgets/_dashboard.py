@@ -96,7 +96,19 @@ def _css(widget: W.DOMWidget, *classes: str) -> W.DOMWidget:
     return widget
 
 
-class Dashboard:
+class WidgetView:
+    """Displays as its ``widget`` (a box of ipywidgets), with its own repr as the text fallback."""
+
+    widget: Any
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        data = self.widget._repr_mimebundle_(**kwargs)
+        if isinstance(data, dict):
+            data["text/plain"] = repr(self)
+        return data
+
+
+class Dashboard(WidgetView):
     """The live dashboard of ``worker``: progress, counts, plots, utilisation and controls.
 
     Display it as the last expression of a cell (a worker displayed that way
@@ -463,12 +475,6 @@ class Dashboard:
             for w in _walk(self.widget):
                 w.close()
             self._figures.clear()
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        data = self.widget._repr_mimebundle_(**kwargs)
-        if isinstance(data, dict):
-            data["text/plain"] = repr(self)
-        return data
 
     def __repr__(self) -> str:
         return f"<neon_nb Dashboard of worker {self._worker.name!r}>"
