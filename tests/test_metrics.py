@@ -394,20 +394,30 @@ def test_metrics_can_be_off_and_turned_on(make_worker):
 
 
 # ================================================================ cost
-def test_snapshot_is_cheap_enough_for_a_10hz_dashboard():
-    """The dashboard refreshes at up to 10 Hz from snapshot(): one snapshot must fit in a frame."""
+def test_snapshot_never_walks_whole_histograms(monkeypatch):
+    """A 10 Hz dashboard reads snapshot(): it must not use hdrh's per-bucket Python walks.
+
+    (Those visit all ~34,000 buckets of each histogram: about 0.4 s per snapshot. Checked
+    by structure, not by timing: the walking methods are made to fail.)
+    """
+    from hdrh.histogram import HdrHistogram
+
+    def walk(*args, **kwargs):
+        raise AssertionError("snapshot() walked a whole histogram")
+
+    for name in ("get_recorded_iterator", "get_mean_value", "get_value_at_percentile",
+                 "get_percentile_to_value_dict", "get_all_values_iterator"):
+        monkeypatch.setattr(HdrHistogram, name, walk)
     m = standalone()
     t = m._t0 + 0.001
     for i in range(1_000):
         feed(m, i, "A", t, t + i * 1e-6, t + i * 2e-6)
-    m.snapshot()
-    costs = []
-    for i in range(3):
-        feed(m, ("more", i), "A", t, t + 1e-3, t + 2e-3)  # something new each time: no cache hit
-        t_start = time.perf_counter()
-        m.snapshot()
-        costs.append(time.perf_counter() - t_start)
-    assert sorted(costs)[1] < 0.1, costs
+    first = m.snapshot()
+    feed(m, "more", "A", t, t + 1e-3, t + 2e-3)  # something new: no cache hit
+    second = m.snapshot()
+    assert first.latency["run_time"].count == 1_000
+    assert second.latency["run_time"].count == 1_001
+    assert second.latency["run_time"].max >= 1e-3
 
 
 def test_folding_fills_the_histograms_exactly_as_record_value_does():
