@@ -1439,6 +1439,7 @@ class NeonWorker:
             if sub.mode == "inline":
                 self._inline_subs = (*self._inline_subs, sub)
             self._resize_log_locked()
+            self._need_wake = True  # the next event must arm the newcomer too
         sub._start()
         return sub
 

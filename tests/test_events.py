@@ -493,3 +493,17 @@ def test_inline_rate_limited_subscriber_gets_the_last_events(make_worker):
     # 20 Hz: the coalesced batch is due within 50 ms of the previous one; allow 20 periods.
     assert seen.wait(1.0)
     sub.cancel()
+
+
+def test_a_second_subscriber_is_woken_while_the_first_is_still_armed(make_worker):
+    """A subscription made while another one waits (armed, rate-limited) still gets events."""
+    w = make_worker(max_workers=1)
+    first_batch = threading.Event()
+    w.subscribe(lambda batch: first_batch.set(), max_rate_hz=0.2)  # then armed for 5 s
+    w.submit(noop).result(WAIT)
+    assert first_batch.wait(WAIT)
+    w.submit(noop).result(WAIT)  # arms the first subscriber again: it now sleeps ~5 s
+    seen = threading.Event()
+    w.subscribe(lambda batch: seen.set() if any(e.kind is SUCCEEDED for e in batch) else None)
+    w.submit(noop).result(WAIT)
+    assert seen.wait(2.0)
