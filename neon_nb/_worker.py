@@ -766,7 +766,12 @@ class NeonWorker:
             end = _now()
             # The exception filter is user code: evaluate it here, outside the lock.
             return (rec, False, exc, end, self._retryable(rec, exc))
-        return (rec, True, value, _now(), False)
+        end = _now()
+        pending = self._metrics_pending
+        if pending is not None:  # deque.append is atomic: no need to hold the lock for it
+            pending.append((rec.id, rec.thread, rec.enqueued_at, rec.started_at, end,
+                            rec.submitted_at, OUTCOME_SUCCEEDED, rec.attempts))
+        return (rec, True, value, end, False)
 
     def _retryable(self, rec: _Record, exc: BaseException) -> bool:
         if self._always_retry and isinstance(exc, self._always_retry):
@@ -797,9 +802,6 @@ class NeonWorker:
         if ok:
             rec.state = SUCCEEDED
             self._succeeded += 1
-            if self._metrics_pending is not None:
-                self._metrics_pending.append((rec.id, name, rec.enqueued_at, rec.started_at, end,
-                                              rec.submitted_at, OUTCOME_SUCCEEDED, rec.attempts))
             if self._subs:
                 self._emit_locked(EventKind.TASK_SUCCEEDED, rec)
             self._finish_locked(rec)
