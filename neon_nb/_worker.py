@@ -3,8 +3,9 @@
 Concurrency design (read this before changing anything below):
 
 * One lock (``self._lock``, a plain `threading.Lock`) guards every piece of
-  scheduling state: the priority heap, the task tables, the counters, the
-  pool bookkeeping, the retry heap and the subscribers' buffers. Conditions
+  scheduling state: the queue (a FIFO per priority, and a heap of the
+  priorities present), the task tables, the counters, the pool bookkeeping,
+  the retry heap and the event log with the subscribers' cursors. Conditions
   built on it wait for room in the queue, for completion, for resume, and for
   the monitor's next deadline. One lock means one order of events: a status
   read, a future and an event stream always agree.
@@ -12,12 +13,19 @@ Concurrency design (read this before changing anything below):
   callbacks, event callbacks and logging all happen after it is released.
 * Idle worker threads block on a `queue.SimpleQueue` of wake-up tokens (a C
   implementation: cheap to put and to wait on). One ``_ITEM`` token is put
-  per queued task, so tokens >= queued tasks at all times; the heap, not the
+  per queued task, so tokens >= queued tasks at all times; the queue, not the
   token, decides which task runs, so priority order holds. A token that finds
-  the heap empty (its task was cancelled) is simply dropped.
+  the queue empty (its task was cancelled) is simply dropped. Under load a
+  thread records the attempt it finished and claims the next task in one
+  critical section (`_work`).
 * Shrinking the pool: ``_retire`` counts threads that must exit. A thread
-  checks it after each task, and idle threads are woken by ``_RETIRE`` tokens.
-  Whoever decrements ``_retire`` exits; surplus ``_RETIRE`` tokens are ignored.
+  checks it before claiming a task, and idle threads are woken by ``_RETIRE``
+  tokens. Whoever decrements ``_retire`` exits; surplus ``_RETIRE`` tokens are
+  ignored.
+* Thread death: a thread that leaves normally removes itself from
+  ``_threads``; one whose loop crashes adds itself to ``_crashed`` and the
+  monitor replaces it (never judge by ``Thread.is_alive()``: it is False for a
+  thread that has started but not yet run).
 * A task waiting for its retry is in the monitor's heap, not on a thread.
 * Shutdown: close (no new task), optionally cancel what is queued, wait for
   the live tasks up to the timeout, cancel what is left, then put one
@@ -1426,7 +1434,9 @@ class NeonWorker:
         ``on``: ``"thread"`` (a delivery thread owned by the worker), an
         asyncio loop (its thread, via ``call_soon_threadsafe``), or
         ``"inline"`` (a worker thread, after it released its lock; must not
-        block). ``max_rate_hz`` coalesces deliveries. ``buffer_size`` bounds
+        block). ``max_rate_hz`` coalesces deliveries (an unthrottled ``"thread"``
+        subscriber is still batched over 5 ms: each wake-up costs the workers a
+        thread switch under the GIL). ``buffer_size`` bounds
         the buffer: when full the oldest events are dropped and the count is
         reported in the next batch. ``kinds`` filters. Thread-safe.
         """
