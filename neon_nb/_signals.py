@@ -22,10 +22,25 @@ __all__ = ["SignalHandlers", "install_signal_handlers"]
 
 logger = logging.getLogger("neon_nb")
 
-#: How long the handler tries a worker's lock before concluding the interrupted code holds it.
-_LOCK_PROBE = 0.25
 #: Slice of the handler's wait for the shutdown (see _graceful_shutdown).
 _SLICE = 0.05
+#: How long the handler tries a worker's lock before concluding the interrupted code holds it.
+#: A fallback only (the interrupted frame is checked first): generous, so that a lock holder
+#: descheduled on a loaded machine is not mistaken for the interrupted main thread.
+_LOCK_PROBE = 1.0
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _inside_neon(frame: FrameType | None) -> bool:
+    """True if the interrupted main thread is running neon_nb code (it may hold a worker's lock)."""
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if filename.startswith(_PACKAGE_DIR) and not filename.endswith("_signals.py"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _in_jupyter_kernel() -> bool:
@@ -57,29 +72,35 @@ class SignalHandlers:
         if first:
             logger.warning("signal %s: shutting down %d worker(s) gracefully",
                            signal.Signals(signum).name, len(self.workers))
-            self._graceful_shutdown()
+            self._graceful_shutdown(frame)
         # A second signal of the same kind skips the wait: chain at once (raised from inside
         # the first handler's wait, it unwinds that too; the helper thread goes on).
         self._chain(signum, frame)
 
-    def _graceful_shutdown(self) -> None:
+    def _graceful_shutdown(self, frame: FrameType | None) -> None:
         # This handler runs in the main thread between two bytecodes, possibly while that
         # thread holds a lock the shutdown needs: the worker's own (non-reentrant) lock in
         # the middle of add_tasks(), the config manager's in update_config(). Calling
         # shutdown() right here would then wait for ourselves forever. So:
         # 1. the shutdown runs in a helper thread, and this handler waits for it within
         #    the shutdown bound: a lock held by the interrupted code delays us, never hangs;
-        # 2. if a worker's lock stays taken for a moment, the interrupted code most likely
-        #    holds it: chain at once and let the helper finish once that code lets go
-        #    (after a KeyboardInterrupt unwinds it, or in the interpreter's exit hook).
+        # 2. if the interrupted code is inside neon_nb (the frame the handler receives
+        #    says so, whatever the machine's load), it may hold such a lock: chain at
+        #    once and let the helper finish once that code lets go (after a
+        #    KeyboardInterrupt unwinds it, or in the interpreter's exit hook).
         helper = threading.Thread(target=self._shutdown_all, name="neon-signal-shutdown", daemon=True)
-        for w in self.workers:
+        if _inside_neon(frame):
+            logger.warning("signal arrived while the main thread was inside neon_nb: the shutdown "
+                           "goes on in the background")
+            helper.start()
+            return
+        for w in self.workers:  # the main thread may hold a worker's lock outside neon_nb's code
             lock = getattr(w, "_lock", None)
             if lock is None:
                 continue
             if not lock.acquire(timeout=_LOCK_PROBE):
-                logger.warning("signal arrived while the main thread was inside worker %s: its "
-                               "shutdown goes on in the background", w.name)
+                logger.warning("signal arrived while worker %s's lock was held: its shutdown goes "
+                               "on in the background", w.name)
                 helper.start()
                 return
             lock.release()

@@ -262,3 +262,34 @@ def test_not_installed_by_creating_workers(make_worker):
     make_worker(max_workers=1)
     neon_nb.NeonExecutor(1).shutdown()
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_a_signal_inside_neon_code_is_recognised_by_its_frame(tmp_path):
+    # The interrupted frame is inside neon_nb (here: a task batch being queued, the worker's
+    # lock held): the handler must not wait for a shutdown that needs that lock.
+    rc, out, err, elapsed = run_child(tmp_path, """
+        import logging
+        import neon_nb._worker as W
+        from neon_nb import Task
+        logging.basicConfig(level=logging.WARNING)
+        def previous(signum, frame):
+            print("previous", flush=True)
+            sys.exit(3)
+        signal.signal(signal.SIGTERM, previous)
+        w = start_paused_worker(3)
+        install_signal_handlers(w, timeout=10)
+        original = W.NeonWorker._enqueue_many_locked
+        def enqueue_and_signal(self, recs):
+            os.kill(os.getpid(), signal.SIGTERM)   # delivered while this neon_nb frame runs
+            for _ in range(1000):
+                pass
+            return original(self, recs)
+        W.NeonWorker._enqueue_many_locked = enqueue_and_signal
+        print("ready", flush=True)
+        w.add_tasks([Task(("late", i), print, (f"late {i}",)) for i in range(2)])
+        print("unreachable", flush=True)
+    """, None)
+    assert rc == 3, err
+    assert "previous" in out and "unreachable" not in out
+    assert "inside neon_nb" in err  # recognised by the frame, not by the lock-probe fallback
+    assert elapsed < 5  # not the 10 s shutdown bound: the handler did not wait on the held lock
