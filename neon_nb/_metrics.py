@@ -331,6 +331,7 @@ _new_tuple = tuple.__new__
 
 
 def _ns(seconds: float) -> int:
+    """Seconds to the recorded unit, clamped to the histogram's range (the fold inlines this)."""
     v = int(seconds * 1e9)
     if v < _LOWEST_NS:
         return _LOWEST_NS

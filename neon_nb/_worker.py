@@ -47,7 +47,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -569,7 +569,8 @@ class NeonWorker:
         finally:
             self._put_waiters -= 1
 
-    def _enqueue_many_locked(self, recs: list[_Record]) -> None:
+    def _enqueue_many_locked(self, recs: Sequence[_Record]) -> None:
+        """Queue records (already validated) in order: the one place a task enters the queue."""
         now = _now()
         next_seq = self._seq.__next__
         live = self._live
@@ -594,15 +595,7 @@ class NeonWorker:
                 self._emit_locked(EventKind.TASK_SUBMITTED, rec)
 
     def _enqueue_locked(self, rec: _Record) -> None:
-        now = _now()
-        rec.seq = next(self._seq)
-        rec.submitted_at = rec.enqueued_at = now
-        self._live[rec.id] = rec
-        self._push_locked(rec)
-        self._queued += 1
-        self._submitted += 1
-        if self._subs:
-            self._emit_locked(EventKind.TASK_SUBMITTED, rec)
+        self._enqueue_many_locked((rec,))
 
     # ================================================================ threads
     def _new_thread_locked(self) -> threading.Thread:
@@ -711,12 +704,8 @@ class NeonWorker:
             rec = self._claim_locked(name)
         if self._inline_subs:
             self._after_emit()
-        while rec is not None:
-            done = self._execute(rec)
-            with self._lock:
-                post = self._record_locked(done, name)
-                rec = None  # the next token claims the next task
-            self._after_record(post)
+        if rec is not None:  # the next token claims the next task
+            self._after_record(self._record(self._execute(rec), name))
         return False
 
     def _push_locked(self, rec: _Record) -> None:
