@@ -56,6 +56,7 @@ from ._errors import (
     DuplicateTaskError,
     NeonError,
     QueueFullError,
+    TaskPicklingError,
     UnknownTaskError,
     WorkerShutdownError,
 )
@@ -771,6 +772,8 @@ class NeonWorker:
         return (rec, True, value, end, False)
 
     def _retryable(self, rec: _Record, exc: BaseException) -> bool:
+        if isinstance(exc, TaskPicklingError):
+            return False  # the task cannot cross a process boundary: another attempt cannot help
         if self._always_retry and isinstance(exc, self._always_retry):
             return True  # the backend's failure (a lost process), not the task's
         retry_on = rec.retry_on if rec.retry_on is not None else self._retry_on
@@ -1248,7 +1251,7 @@ class NeonWorker:
                 continue
             left = None if deadline is None else max(0.0, deadline - _now())
             t.join(_bounded(left))
-        self._backend.stop(self)
+        self._backend.stop(self, timeout=None if deadline is None else max(0.0, deadline - _now()))
         with self._lock:
             if self._report is not None:
                 return self._report

@@ -24,8 +24,11 @@ class Backend:
     def start(self, worker: Any) -> None:
         """Called by `NeonWorker.start` before any thread starts; raise a clear error if unusable."""
 
-    def stop(self, worker: Any) -> None:
-        """Called once at the end of `NeonWorker.shutdown`."""
+    def stop(self, worker: Any, timeout: float | None = None) -> None:
+        """Called once at the end of `NeonWorker.shutdown`; must return within ``timeout`` seconds.
+
+        ``timeout`` is what is left of the shutdown's bound (None: unbounded).
+        """
 
     def check_task(self, task_id: Hashable, fn: Callable, args: tuple, kwargs: dict | None) -> None:
         """Raise at submission if this backend cannot run the task (e.g. it cannot be pickled)."""

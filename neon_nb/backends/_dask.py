@@ -174,7 +174,7 @@ class DaskBackend(Backend):
             self._client, self._cluster, self._owns_client = client, cluster, owns
         logger.debug("worker %s: dask backend on %s", worker.name, client.scheduler.address)
 
-    def stop(self, worker: Any) -> None:
+    def stop(self, worker: Any, timeout: float | None = None) -> None:
         """Cancel tasks abandoned by the shutdown; close the client and cluster if they are ours."""
         with self._lock:
             client, cluster, owns = self._client, self._cluster, self._owns_client

@@ -162,7 +162,7 @@ class ProcessBackend(Backend):
             self._stopped = False
         self._pool()
 
-    def stop(self, worker: Any) -> None:
+    def stop(self, worker: Any, timeout: float | None = None) -> None:
         with self._lock:
             self._stopped = True
             pools = list(self._draining)
