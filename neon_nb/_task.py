@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import concurrent.futures._base as _fb
 import enum
+import logging
 import math
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from ._checks import MAX_SECONDS
+
 __all__ = ["RetryFilter", "Task", "TaskFuture", "TaskInfo", "TaskState"]
+
+logger = logging.getLogger("neon_nb")
 
 
 class TaskState(str, enum.Enum):
@@ -75,9 +80,14 @@ class Task:
             else:
                 raise TypeError(f"Task.args must be a tuple, got {type(self.args).__name__} "
                                 f"{self.args!r} (task {tid!r}); for one argument write (x,)")
-        if self.kwargs is not None and not isinstance(self.kwargs, dict):
-            raise TypeError(f"Task.kwargs must be a dict or None, got {type(self.kwargs).__name__} "
-                            f"(task {tid!r})")
+        if self.kwargs is not None:
+            if not isinstance(self.kwargs, dict):
+                raise TypeError(f"Task.kwargs must be a dict or None, got "
+                                f"{type(self.kwargs).__name__} (task {tid!r})")
+            bad = [k for k in self.kwargs if not isinstance(k, str)]
+            if bad:
+                raise TypeError(f"Task.kwargs keys must be str (they are keyword argument names), "
+                                f"got {bad[0]!r} (task {tid!r})")
         if type(self.priority) is not int:
             raise TypeError(f"Task.priority must be an int (higher runs first), got "
                             f"{type(self.priority).__name__} {self.priority!r} (task {tid!r})")
@@ -89,10 +99,11 @@ class Task:
             v = getattr(self, name)
             if v is None:
                 continue
-            low = 1.0 if name == "retry_backoff" else 0.0
-            if type(v) not in (int, float) or math.isnan(v) or v < low:
-                raise ValueError(f"Task.{name} must be None or a number >= {low:g}, got {v!r} "
-                                 f"(task {tid!r})")
+            low, high = (1.0, math.inf) if name == "retry_backoff" else (0.0, MAX_SECONDS)
+            if type(v) not in (int, float) or not math.isfinite(v) or not low <= v <= high:
+                most = "" if high == math.inf else f", at most {high:g}"
+                raise ValueError(f"Task.{name} must be None or a finite number >= {low:g}{most}, "
+                                 f"got {v!r} (task {tid!r})")
         check_retry_on(self.retry_on, f"Task.retry_on (task {tid!r})")
 
 
@@ -172,12 +183,14 @@ class TaskFuture(Future):
     they have been stable since Python 3.2 and are pinned by the test suite.
     """
 
-    __slots__ = ("_canceller", "task_id")
+    __slots__ = ("_canceller", "_key", "task_id")
 
-    def __init__(self, task_id: Hashable = None, canceller: Callable[[Any], bool] | None = None) -> None:
+    def __init__(self, task_id: Hashable = None, canceller: Callable[[Any], bool] | None = None,
+                 key: Hashable = None) -> None:
         super().__init__()
         self.task_id = task_id
         self._canceller = canceller
+        self._key = task_id if key is None else key  # how the worker files the task
 
     def cancel(self) -> bool:
         canceller = self._canceller
@@ -240,6 +253,19 @@ class TaskFuture(Future):
         # goes through that lock) change a pending future, and nobody waits for
         # this transition, so the future's own condition is not needed.
         self._state = _fb.RUNNING
+
+    def _invoke_callbacks(self) -> None:
+        # The base class lets a BaseException out of a callback: on a worker thread that
+        # killed the thread, and in a worker call it cut the call short. Each callback is
+        # isolated here, whatever it raises (SystemExit and KeyboardInterrupt included).
+        for callback in self._done_callbacks:
+            try:
+                callback(self)
+            except Exception:
+                logger.exception("done callback %r of task %r raised", callback, self.task_id)
+            except BaseException as exc:
+                logger.error("done callback %r of task %r raised %s", callback, self.task_id,
+                             type(exc).__name__)
 
     def _notify_cancelled(self) -> bool:
         with self._condition:
