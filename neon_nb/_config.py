@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ._checks import MAX_SECONDS
 from ._errors import ConfigError, ConfigTypeError
 
 __all__ = ["ConfigManager", "WorkerConfig", "get_config", "update_config"]
@@ -81,12 +82,6 @@ class WorkerConfig:
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(WorkerConfig))
-
-# Durations are waited on with Condition.wait(), which raises OverflowError beyond
-# threading.TIMEOUT_MAX (about 292 years on Linux, far less on some platforms): a
-# health_check_interval of inf used to kill the monitor thread, and every pending retry
-# with it. 1e9 s (31 years) stays below TIMEOUT_MAX even after adding time.monotonic().
-MAX_SECONDS = 1e9
 
 # name -> (kind, lower bound, lower bound inclusive?, upper bound)
 _RULES: dict[str, tuple[type, float | None, bool, float | None]] = {
@@ -191,9 +186,9 @@ class ConfigManager:
             new = old.replace(**changes)
             self._config = new
             listeners = list(self._listeners)
-        changed = frozenset(k for k in changes if getattr(old, k) != getattr(new, k))
-        if "log_level" in changed:
-            logging.getLogger("neon_nb").setLevel(new.log_level)
+            changed = frozenset(k for k in changes if getattr(old, k) != getattr(new, k))
+            if "log_level" in changed:  # under the lock: concurrent updates apply in order
+                logging.getLogger("neon_nb").setLevel(new.log_level)
         if changed:
             for listener in listeners:
                 try:
@@ -240,6 +235,15 @@ def _initial_config() -> WorkerConfig:
 
 
 _manager = ConfigManager(_initial_config())
+
+
+def _after_fork_in_child() -> None:
+    # The manager's lock may have been held by a thread that stayed in the parent.
+    _manager._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def get_config() -> WorkerConfig:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 
 __all__ = ["SynchronizedCounter"]
+
+_counters: weakref.WeakSet[SynchronizedCounter] = weakref.WeakSet()
 
 
 class SynchronizedCounter:
@@ -19,13 +23,14 @@ class SynchronizedCounter:
                 counter.increment()
     """
 
-    __slots__ = ("_lock", "_value")
+    __slots__ = ("__weakref__", "_lock", "_value")
 
     def __init__(self, initial: int = 0) -> None:
         if type(initial) is not int:
             raise TypeError(f"initial must be an int, got {type(initial).__name__} {initial!r}")
         self._value = initial
         self._lock = threading.RLock()
+        _counters.add(self)
 
     @property
     def value(self) -> int:
@@ -78,6 +83,16 @@ class SynchronizedCounter:
 
     def __repr__(self) -> str:
         return f"SynchronizedCounter({self.value})"
+
+
+def _after_fork_in_child() -> None:
+    # A lock held at os.fork() by a thread that stayed in the parent would never be released.
+    for counter in list(_counters):
+        counter._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _check_int(name: str, value: object) -> None:

@@ -146,6 +146,9 @@ class Subscription:
         self._closed = False
         self._last_delivery = -1e9
         self._deliver_lock = threading.Lock()  # one delivery at a time, in order
+        # The thread inside a delivery (holding _deliver_lock), so that a call from the
+        # callback itself (flush, join, a shutdown that flushes) never waits for itself.
+        self._delivering: int | None = None
         self.delivered = 0
         self.dropped = 0
         self.batches = 0
@@ -222,11 +225,26 @@ class Subscription:
         except Exception:
             self.errors += 1
             logger.exception("event callback %r raised; delivery goes on", self.callback)
-        self.delivered += len(batch.events)
-        self.batches += 1
+        except BaseException as exc:
+            # SystemExit or KeyboardInterrupt raised by the callback: isolated like any
+            # other error, so that no delivery (and no worker call it runs in) is cut short.
+            self.errors += 1
+            logger.error("event callback %r raised %s; delivery goes on", self.callback,
+                         type(exc).__name__)
+        finally:
+            self.delivered += len(batch.events)
+            self.batches += 1
 
     # --- delivery -------------------------------------------------------------
     def _thread_loop(self) -> None:
+        try:
+            self._deliver_forever()
+        except BaseException:  # a bug here must not silently end delivery
+            logger.exception("delivery thread %s failed", self.name)
+            self._cancelled = self._closed = True
+            self._notify_flushed()
+
+    def _deliver_forever(self) -> None:
         wake = self._wake.get
         while True:
             wake()
@@ -266,6 +284,7 @@ class Subscription:
         while not self._cancelled and self._pending():
             if not self._deliver_lock.acquire(blocking=False):
                 return
+            self._delivering = threading.get_ident()
             try:
                 if self._min_gap and time.monotonic() - self._last_delivery < self._min_gap:
                     # Coalesced into a later delivery, which the worker's monitor
@@ -277,21 +296,44 @@ class Subscription:
                 self._deferred = False
                 self._deliver_once_locked()
             finally:
+                self._delivering = None
                 self._deliver_lock.release()
 
-    def _deliver_once(self) -> None:
-        """Take what is new and call the callback, one delivery at a time (in order)."""
+    def _deliver_once(self) -> bool:
+        """Take what is new and call the callback, one delivery at a time (in order).
+
+        False, doing nothing, when called from inside this subscription's own callback.
+        """
+        me = threading.get_ident()
+        if self._delivering == me:
+            return False
         with self._deliver_lock:
-            self._deliver_once_locked()
+            self._delivering = me
+            try:
+                self._deliver_once_locked()
+            finally:
+                self._delivering = None
+        return True
 
     def _deliver_once_locked(self) -> None:
         batch = self._take()
         upto = self._cursor
-        if batch is not None:
-            self._call(batch)
-        with self._flushed:
-            self._done_upto = upto
-            self._flushed.notify_all()
+        try:
+            if batch is not None:
+                self._call(batch)
+        finally:
+            with self._flushed:
+                self._done_upto = upto
+                self._flushed.notify_all()
+
+    def _after_fork_in_child(self, lock: threading.Lock) -> None:
+        # A copy in a child process made by os.fork(): no delivery thread, fresh locks.
+        self._lock = lock
+        self._deliver_lock = threading.Lock()
+        self._flushed = threading.Condition()
+        self._wake = queue.SimpleQueue()
+        self._delivering = None
+        self._closed = self._cancelled = True
 
     def _notify_flushed(self) -> None:
         with self._flushed:
@@ -303,8 +345,12 @@ class Subscription:
         Ignores ``max_rate_hz`` for this one delivery. On the delivering thread
         (or for ``on="inline"``) it delivers on the calling thread. Returns
         False if ``timeout`` expired first (or the subscription was cancelled).
+        Called from this subscription's own callback it cannot wait for itself:
+        it returns at once, True only if nothing was left to deliver.
         Thread-safe.
         """
+        if self._delivering == threading.get_ident():
+            return not self._pending()
         with self._lock:
             log = self._owner._log
             target = log[-1][0] if log else self._cursor - 1
@@ -318,7 +364,8 @@ class Subscription:
                 loop_here = False
         if self.mode == "inline" or loop_here or (self._thread is not None and self._thread is me):
             while self._done_upto <= target and not self._cancelled:
-                self._deliver_once()
+                if not self._deliver_once():
+                    break
             return self._done_upto > target
         with self._flushed:
             while self._done_upto <= target:
@@ -360,10 +407,16 @@ class Subscription:
         return not self._closed
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait until the delivery thread has delivered everything after the worker stopped."""
+        """Wait until the delivery thread has delivered everything after the worker stopped.
+
+        From the subscription's own callback it returns False at once: the delivery
+        thread cannot end while it runs that callback.
+        """
         t = self._thread
         if t is None or not t.ident:
             return True
+        if t is threading.current_thread():
+            return False
         t.join(timeout)
         return not t.is_alive()
 

@@ -163,6 +163,9 @@ class Metrics:
         self._stream.clear()
         self._version = 0
 
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # it may have been held by a thread left in the parent
+
     def reset(self) -> None:
         """Forget histograms, windows, utilisation and the task stream.
 

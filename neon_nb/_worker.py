@@ -40,7 +40,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import math
+import os
 import queue
 import random
 import threading
@@ -48,9 +48,10 @@ import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
+from ._checks import bounded_wait, check_hashable, check_timeout, deadline_of
 from ._config import WorkerConfig, config_manager
 from ._errors import (
     DuplicateTaskError,
@@ -77,6 +78,63 @@ def _bounded(left: float | None) -> float | None:
     return left if left is None or left < threading.TIMEOUT_MAX else threading.TIMEOUT_MAX
 
 
+# ---------------------------------------------------------------- task ids as keys
+# The worker files every task under a key. For ids of the plain built-in types (str, int,
+# float, bytes, bool and tuples of them) the key is the id itself: hashing and comparing
+# them runs no Python code. Any other id is wrapped in an _IdKey whose hash is computed
+# once, at submission, outside the lock, and whose equality is identity: so dict
+# operations under the lock never call a user's __hash__ or __eq__ (which may raise,
+# re-enter the worker, or change while the task runs). Public calls that look a task up
+# by such an id find its key by value *outside* the lock (see NeonWorker._key_of).
+_PLAIN_ID_TYPES = frozenset({str, int, float, bytes, bool})
+
+
+def _is_plain(tid: Any) -> bool:
+    t = type(tid)
+    if t in _PLAIN_ID_TYPES:
+        return True
+    return t is tuple and all(_is_plain(x) for x in tid)
+
+
+class _IdKey:
+    """The key of a task id of a user-defined type: cached hash, identity equality."""
+
+    __slots__ = ("hash", "id")
+
+    def __init__(self, tid: Hashable, h: int) -> None:
+        self.id = tid
+        self.hash = h
+
+    def __hash__(self) -> int:
+        return self.hash
+
+    def __repr__(self) -> str:
+        return f"_IdKey({self.id!r})"
+
+
+def _same_id(a: Any, b: Any) -> bool:
+    """``a == b`` for two task ids; an ``__eq__`` that raises means "not the same"."""
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
+
+
+def _describe_error(exc: BaseException) -> str:
+    """``"Type: message"``, never raising (an exception's ``__str__`` is user code)."""
+    try:
+        name = type(exc).__name__
+    except BaseException:  # a metaclass with a hostile __name__
+        name = "<exception>"
+    try:
+        text = str(exc)
+    except BaseException as err:  # any failure of user code is described
+        return f"{name}: <str() of the exception raised {type(err).__name__}>"
+    return f"{name}: {text}"
+
+
 _new_event = tuple.__new__
 _STARTED = EventKind.TASK_STARTED
 _SUBMITTED = EventKind.TASK_SUBMITTED
@@ -94,6 +152,10 @@ class WorkerState:
     PAUSED = "paused"
     SHUTTING_DOWN = "shutting_down"
     STOPPED = "stopped"
+
+
+_WORKING_STATES = (WorkerState.RUNNING, WorkerState.PAUSED, WorkerState.SHUTTING_DOWN)
+_SETTINGS = tuple(f.name for f in fields(WorkerConfig))
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +214,7 @@ class _Record:
         "fn",
         "future",
         "id",
+        "key",
         "kwargs",
         "priority",
         "retry_attempts",
@@ -165,8 +228,9 @@ class _Record:
         "thread",
     )
 
-    def __init__(self, tid: Hashable, fn: Callable, args: tuple, kwargs: dict | None, priority: int,
-                 future: TaskFuture | None) -> None:
+    def __init__(self, key: Hashable, tid: Hashable, fn: Callable, args: tuple, kwargs: dict | None,
+                 priority: int, future: TaskFuture | None) -> None:
+        self.key = key
         self.id = tid
         self.fn = fn
         self.args = args
@@ -191,8 +255,24 @@ class _Record:
 
 
 _live_workers: weakref.WeakSet[NeonWorker] = weakref.WeakSet()
+_all_workers: weakref.WeakSet[NeonWorker] = weakref.WeakSet()
 _exit_hook_lock = threading.Lock()
 _exit_hook_installed = False
+
+
+def _after_fork_in_child() -> None:
+    # os.fork() copies a process with one thread: a worker's threads, and possibly a lock
+    # held by one of them at the fork, stay behind in the parent. Every worker gets fresh
+    # locks; a started one becomes a stopped copy that refuses new tasks with a clear error.
+    global _exit_hook_lock
+    _exit_hook_lock = threading.Lock()
+    for w in list(_all_workers):
+        w._after_fork_in_child()
+    _live_workers.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _at_exit() -> None:
@@ -261,12 +341,15 @@ class NeonWorker:
         check_retry_on(retry_on, "retry_on")
         self._retry_on = retry_on
 
-        self._lock = threading.Lock()
-        self._not_full = threading.Condition(self._lock)
-        self._all_done = threading.Condition(self._lock)
-        self._resumed = threading.Condition(self._lock)
-        self._monitor_cv = threading.Condition(self._lock)
+        self._new_locks()
         self._put_waiters = 0
+        # Calls blocked in wait_for_completion()/shutdown() from inside a task: they wait
+        # for every task but their own and each other's (see _wait_idle).
+        self._inside_waiters = 0
+        # Worker threads blocked in a public call (from a task or a callback): each one
+        # has a stand-in thread for the time of its wait, so the pool keeps its size.
+        self._lent = 0
+        self._forked_from: int | None = None
 
         # The queue: one FIFO per priority, and a heap of the priorities present
         # (negated). Push and pop are O(1) for the usual handful of priorities,
@@ -277,7 +360,13 @@ class NeonWorker:
         self._tokens: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._live: dict[Hashable, _Record] = {}
         self._history: OrderedDict[Hashable, _Record] = OrderedDict()
+        # hash -> keys of the live and remembered tasks whose ids are not plain (_IdKey)
+        self._opaque: dict[int, list[_IdKey]] = {}
         self._auto_ids = itertools.count()
+        # Entries of cancelled tasks still in the queue's buckets and in the retry heap:
+        # dropped lazily, and compacted away when they outnumber the live ones.
+        self._dead_queued = 0
+        self._dead_retry = 0
 
         self._queued = 0
         self._running = 0
@@ -332,6 +421,48 @@ class NeonWorker:
         self._check_task = (None if type(self._backend).check_task is Backend.check_task
                             else self._backend.check_task)
         config_manager().add_listener(self)
+        _all_workers.add(self)
+
+    def _new_locks(self) -> None:
+        self._lock = threading.Lock()
+        self._not_full = threading.Condition(self._lock)
+        self._all_done = threading.Condition(self._lock)
+        self._resumed = threading.Condition(self._lock)
+        self._monitor_cv = threading.Condition(self._lock)
+
+    def _after_fork_in_child(self) -> None:
+        """In a child made by os.fork(): fresh locks; a started worker becomes a stopped copy."""
+        self._new_locks()
+        self._tokens = queue.SimpleQueue()
+        if self.metrics is not None:
+            self.metrics._after_fork_in_child()
+        for sub in self._subs:
+            sub._after_fork_in_child(self._lock)
+        if self._state == WorkerState.CREATED:
+            return  # never started: it can be started in the child as usual
+        self._forked_from = os.getppid()
+        self._closed = self._stopping = True
+        self._threads.clear()
+        self._crashed.clear()
+        self._monitor = None
+        self._lent = self._inside_waiters = self._put_waiters = 0
+        self._state = WorkerState.STOPPED
+        self._shutdown_done = threading.Event()
+        if self._report is None:
+            self._report = ShutdownReport(
+                clean=False, elapsed=0.0, timeout=0.0, succeeded=self._succeeded,
+                failed=self._failed, cancelled=(),
+                abandoned=tuple(r.id for r in self._busy.values()))
+        self._shutdown_done.set()
+        self._subs = self._inline_subs = ()
+
+    def _closed_error(self, what: str) -> WorkerShutdownError:
+        if self._forked_from is not None:
+            return WorkerShutdownError(
+                f"worker {self.name!r} was copied into this process by os.fork() (its threads "
+                f"stayed in process {self._forked_from}): it accepts no {what} here. Create a "
+                f"new NeonWorker in this process, or fork before starting the worker")
+        return WorkerShutdownError(f"worker {self.name!r} is shut down: it accepts no {what}")
 
     # ================================================================ lifecycle
     def start(self) -> NeonWorker:
@@ -349,8 +480,7 @@ class NeonWorker:
             self._started_at = _now()
             n = self._config.max_workers
             new = [self._new_thread_locked() for _ in range(n)]
-            self._monitor = threading.Thread(target=self._monitor_loop, name=f"{self.name}-monitor",
-                                             daemon=True)
+            monitor = self._monitor = self._new_monitor_locked()
             self._emit_locked(EventKind.WORKER_STARTED, detail=n)
         # Registered before any thread runs: a thread that fails at once (an
         # initializer) may shut the worker down before start() returns.
@@ -358,7 +488,7 @@ class NeonWorker:
         _install_exit_hook()
         for t in new:
             t.start()
-        self._monitor.start()
+        monitor.start()
         logger.debug("worker %s started with %d threads", self.name, n)
         self._after_emit()
         return self
@@ -387,25 +517,18 @@ class NeonWorker:
         Raises `DuplicateTaskError` if a task with this id is still live, and
         `WorkerShutdownError` after `shutdown`. Thread-safe.
         """
-        if type(task) is not Task:
-            if not isinstance(task, Task):
-                raise TypeError(f"task must be a neon_nb.Task, got {type(task).__name__} {task!r}; "
-                                f"use submit(fn, *args) for a plain callable")
-        deadline = _deadline(block, timeout)
-        rec = _Record(task.id, task.function, task.args, task.kwargs, task.priority, None)
-        if (task.retry_attempts is not None or task.retry_delay is not None
-                or task.retry_backoff is not None or task.retry_on is not None):
-            rec.retry_attempts = task.retry_attempts
-            rec.retry_delay = task.retry_delay
-            rec.retry_backoff = task.retry_backoff
-            rec.retry_on = task.retry_on
-        return self._add(rec, block, deadline)
+        if type(task) is not Task and not isinstance(task, Task):
+            raise TypeError(f"task must be a neon_nb.Task, got {type(task).__name__} {task!r}; "
+                            f"use submit(fn, *args) for a plain callable")
+        deadline = deadline_of(block, timeout)
+        rec = self._record_for(task, self._key_of(task.id))
+        return self._add(rec, deadline)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, priority: int = 0,
                task_id: Hashable | None = None, **kwargs: Any) -> TaskFuture:
         """Queue ``fn(*args, **kwargs)`` and return its future; blocks while the queue is full.
 
-        ``task_id`` defaults to a generated int. Thread-safe.
+        ``task_id`` defaults to a generated ``"task-<n>"``. Thread-safe.
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__} {fn!r}")
@@ -413,35 +536,103 @@ class NeonWorker:
             raise TypeError(f"priority must be an int (higher runs first), got "
                             f"{type(priority).__name__} {priority!r}")
         if task_id is None:
-            task_id = f"task-{next(self._auto_ids)}"
+            task_id = key = f"task-{next(self._auto_ids)}"
         else:
             Task(task_id, fn)  # validates the id
-        return self._add(_Record(task_id, fn, args, kwargs or None, priority, None), True, None)
-
-    def _add(self, rec: _Record, block: bool, deadline: float | None) -> TaskFuture:
+            key = self._key_of(task_id)
         if self._check_task is not None:
-            self._check_task(rec.id, rec.fn, rec.args, rec.kwargs)
-        fut = TaskFuture(rec.id, self._cancel_future)
-        rec.future = fut
+            self._check_task(task_id, fn, args, kwargs or None)
+        rec = _Record(key, task_id, fn, args, kwargs or None, priority,
+                      TaskFuture(task_id, self._cancel_future, key))
+        return self._add(rec, None)
+
+    def _record_for(self, task: Task, key: Hashable) -> _Record:
+        """A new record (and future) for ``task``; checked by the backend first."""
+        if self._check_task is not None:
+            self._check_task(task.id, task.function, task.args, task.kwargs)
+        rec = _Record(key, task.id, task.function, task.args, task.kwargs, task.priority,
+                      TaskFuture(task.id, self._cancel_future, key))
+        if (task.retry_attempts is not None or task.retry_delay is not None
+                or task.retry_backoff is not None or task.retry_on is not None):
+            rec.retry_attempts = task.retry_attempts
+            rec.retry_delay = task.retry_delay
+            rec.retry_backoff = task.retry_backoff
+            rec.retry_on = task.retry_on
+        return rec
+
+    def _key_of(self, tid: Hashable) -> Hashable:
+        """The key ``tid`` is filed under: its known key if a task with an equal id is known."""
+        return self._keys_of((tid,))[0]
+
+    def _keys_of(self, ids: Sequence[Hashable]) -> list[Hashable]:
+        # Plain ids are their own keys. For others, hashing and comparing run user code:
+        # both happen here, on the calling thread, with the lock released (it is taken
+        # once, only to read the candidates with the same hash).
+        keys: list[Any] = [tid if _is_plain(tid) else None for tid in ids]
+        hashes = {i: hash(tid) for i, tid in enumerate(ids) if keys[i] is None}
+        if not hashes:
+            return keys
         with self._lock:
-            if self._closed:
-                raise WorkerShutdownError(f"worker {self.name!r} is shut down: it accepts no new task "
-                                          f"(task {rec.id!r})")
-            if rec.id in self._live:
-                raise DuplicateTaskError(f"a task with id {rec.id!r} is still "
-                                         f"{self._live[rec.id].state.value}; ids must be unique "
-                                         f"among live tasks")
-            size = self._config.queue_size
-            if size and self._queued >= size:
-                self._wait_for_room_locked(deadline, rec.id, 1)
-                if rec.id in self._live:  # someone else took the id while we waited
-                    raise DuplicateTaskError(f"a task with id {rec.id!r} was added while this "
-                                             f"call waited for room")
-            self._enqueue_locked(rec)
+            known = {h: list(self._opaque.get(h, ())) for h in set(hashes.values())}
+        for i, h in hashes.items():
+            tid = ids[i]
+            keys[i] = next((k for k in known[h] if _same_id(k.id, tid)), None) or _IdKey(tid, h)
+        return keys
+
+    def _add(self, rec: _Record, deadline: float | None) -> TaskFuture:
+        fut: TaskFuture = rec.future  # type: ignore[assignment]  # the record drops it when done
+        with self._lock:
+            problem = self._admit_locked(rec, deadline)
+            if problem is None:
+                self._enqueue_many_locked((rec,))
+        if problem is not None:
+            raise self._admission_error(problem, rec)
         self._tokens.put(_ITEM)
         if self._inline_subs:
             self._after_emit()
         return fut
+
+    def _admit_locked(self, rec: _Record, deadline: float | None) -> tuple | None:
+        """Why ``rec`` cannot be queued now (after waiting for room), or None.
+
+        Problems are returned, not raised: their messages show the task's id, whose
+        ``repr`` is user code, so they are formatted after the lock is released.
+        """
+        if self._closed:
+            return ("closed",)
+        live = self._live.get(rec.key)
+        if live is not None:
+            return ("duplicate", live.state.value)
+        size = self._config.queue_size
+        if size and self._queued >= size:
+            problem = self._wait_for_room_locked(deadline)
+            if problem is not None:
+                return problem
+            if rec.key in self._live:  # someone else took the id while we waited
+                return ("duplicate_while_waiting",)
+        return None
+
+    def _admission_error(self, problem: tuple, rec: _Record, n: int = 1) -> NeonError:
+        kind = problem[0]
+        tid = _safe_repr(rec.id)
+        if kind == "closed":
+            return self._closed_error(f"new task (task {tid})")
+        if kind == "closed_while_waiting":
+            return WorkerShutdownError(f"worker {self.name!r} shut down while task {tid} waited "
+                                       f"for room")
+        if kind == "duplicate":
+            return DuplicateTaskError(f"a task with id {tid} is still {problem[1]}; ids must be "
+                                      f"unique among live tasks")
+        if kind == "duplicate_while_waiting":
+            return DuplicateTaskError(f"a task with id {tid} was added while this call waited "
+                                      f"for room")
+        queued, size = problem[1], problem[2]
+        if kind == "full_now":
+            return QueueFullError(f"queue is full ({queued}/{size} tasks) and block=False (task "
+                                  f"{tid}); retry later, raise queue_size, or pass block=True "
+                                  f"with a timeout")
+        return QueueFullError(f"queue stayed full ({queued}/{size} tasks) for the whole timeout "
+                              f"(task {tid}, {n} not queued)")
 
     def add_tasks(self, tasks: Iterable[Task], block: bool = True,
                   timeout: float | None = None) -> list[TaskFuture]:
@@ -455,78 +646,81 @@ class NeonWorker:
         normally) and ``.remaining`` (the tasks that were not queued).
         Returns the futures in the order of ``tasks``. Thread-safe.
         """
-        tasks = list(tasks)
-        deadline = _deadline(block, timeout)
-        recs = []
-        seen = set()
-        check = self._check_task
-        canceller = self._cancel_future
+        tasks = _as_list("tasks", tasks)
+        deadline = deadline_of(block, timeout)
+        recs = self._records_for_batch(tasks)
+        futures: list[TaskFuture] = [r.future for r in recs]  # type: ignore[misc]
+        with self._lock:
+            done, woken, problem, culprit = self._enqueue_batch_locked(recs, deadline)
+        put = self._tokens.put
+        for _ in range(done - woken):
+            put(_ITEM)
+        if done and self._inline_subs:
+            self._after_emit()
+        if problem is not None:
+            raise self._batch_error(problem, culprit or recs[0], futures, tasks, done)
+        return futures
+
+    def _records_for_batch(self, tasks: list[Task]) -> list[_Record]:
+        seen: set[Hashable] = set()
         for i, task in enumerate(tasks):
             if not isinstance(task, Task):
-                raise TypeError(f"tasks[{i}] must be a neon_nb.Task, got {type(task).__name__} {task!r}")
+                raise TypeError(f"tasks[{i}] must be a neon_nb.Task, got {type(task).__name__} "
+                                f"{task!r}")
             if task.id in seen:
                 raise DuplicateTaskError(f"task id {task.id!r} appears twice in the batch "
                                          f"(tasks[{i}])")
             seen.add(task.id)
-            if check is not None:
-                check(task.id, task.function, task.args, task.kwargs)
-            rec = _Record(task.id, task.function, task.args, task.kwargs, task.priority,
-                          TaskFuture(task.id, canceller))
-            if (task.retry_attempts is not None or task.retry_delay is not None
-                    or task.retry_backoff is not None or task.retry_on is not None):
-                rec.retry_attempts = task.retry_attempts
-                rec.retry_delay = task.retry_delay
-                rec.retry_backoff = task.retry_backoff
-                rec.retry_on = task.retry_on
-            recs.append(rec)
-        futures = [r.future for r in recs]  # records drop their future when they finish
+        keys = self._keys_of([t.id for t in tasks])
+        return [self._record_for(task, key) for task, key in zip(tasks, keys)]
+
+    def _enqueue_batch_locked(self, recs: list[_Record], deadline: float | None
+                              ) -> tuple[int, int, tuple | None, _Record | None]:
+        """Queue ``recs`` in order as room allows.
+
+        Returns (how many were queued, how many of those have had their wake-up
+        token already, the problem that stopped it or None, the record it stopped at).
+        """
+        if self._closed:
+            return 0, 0, ("closed",), None
+        live = self._live
+        dup = next((r for r in recs if r.key in live), None)
+        if dup is not None:
+            return 0, 0, ("duplicate", live[dup.key].state.value), dup
+        size = self._config.queue_size
+        if not size or self._queued + len(recs) <= size:
+            self._enqueue_many_locked(recs)  # it all fits: one pass, the shortest hold
+            return len(recs), 0, None, None
         done = woken = 0
-        try:
-            with self._lock:
-                if self._closed:
-                    raise WorkerShutdownError(f"worker {self.name!r} is shut down: it accepts no "
-                                              f"new task")
-                live = self._live
-                if not live.keys().isdisjoint(seen):
-                    rec = next(r for r in recs if r.id in live)
-                    raise DuplicateTaskError(f"a task with id {rec.id!r} is still "
-                                             f"{live[rec.id].state.value}; nothing of the batch "
-                                             f"was queued")
+        for rec in recs:
+            if size and self._queued >= size:
+                # Wake threads for what is queued so far, or no room will ever come.
+                for _ in range(done - woken):
+                    self._tokens.put(_ITEM)
+                woken = done
+                problem = self._wait_for_room_locked(deadline)
+                if problem is None and rec.key in live:
+                    problem = ("duplicate_while_waiting",)
+                if problem is not None:
+                    return done, woken, problem, rec
                 size = self._config.queue_size
-                if not size or self._queued + len(recs) <= size:
-                    # It all fits: one pass, the shortest hold of the lock.
-                    self._enqueue_many_locked(recs)
-                    done = len(recs)
-                for rec in recs[done:]:
-                    if size and self._queued >= size:
-                        # Wake threads for what is queued so far, or no room will ever come.
-                        for _ in range(done - woken):
-                            self._tokens.put(_ITEM)
-                        woken = done
-                        self._wait_for_room_locked(deadline, rec.id, len(recs) - done)
-                        size = self._config.queue_size
-                        if rec.id in live or self._closed:
-                            raise WorkerShutdownError("worker shut down while the batch waited") \
-                                if self._closed else DuplicateTaskError(
-                                    f"a task with id {rec.id!r} was added while the batch waited")
-                    self._enqueue_locked(rec)
-                    done += 1
-        except QueueFullError as exc:
-            raise QueueFullError(str(exc), submitted=futures[:done],
-                                 remaining=tasks[done:]) from None
-        except WorkerShutdownError as exc:
-            if not done:
-                raise
-            raise WorkerShutdownError(f"{exc}; {done} task(s) of the batch were queued before "
-                                      f"(see .submitted and .remaining)",
-                                      submitted=futures[:done], remaining=tasks[done:]) from None
-        finally:
-            put = self._tokens.put
-            for _ in range(done - woken):
-                put(_ITEM)
-            if done and self._inline_subs:
-                self._after_emit()
-        return futures
+            self._enqueue_many_locked((rec,))
+            done += 1
+        return done, woken, None, None
+
+    def _batch_error(self, problem: tuple, culprit: _Record, futures: list[TaskFuture],
+                     tasks: list[Task], done: int) -> NeonError:
+        err = self._admission_error(problem, culprit, len(tasks) - done)
+        futures = futures[:done]  # (a record drops its future when it finishes)
+        if problem[0] == "duplicate":
+            return DuplicateTaskError(f"{err}; nothing of the batch was queued")
+        if isinstance(err, QueueFullError):
+            return QueueFullError(str(err), submitted=futures, remaining=tasks[done:])
+        if not done or not isinstance(err, WorkerShutdownError):
+            return err
+        return WorkerShutdownError(f"{err}; {done} task(s) of the batch were queued before (see "
+                                   f".submitted and .remaining)", submitted=futures,
+                                   remaining=tasks[done:])
 
     def map(self, fn: Callable[..., Any], params: Iterable[Any], *, priority: int | Callable = 0,
             id_prefix: str | None = None, star: bool = False, **task_options: Any) -> list[TaskFuture]:
@@ -536,6 +730,9 @@ class NeonWorker:
         each ``p`` is unpacked: ``fn(*p)``. ``task_options`` are `Task` retry
         overrides. Ids are ``f"{id_prefix}{i}"`` (a unique prefix by default).
         """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__} {fn!r}")
+        params = _as_list("params", params)
         prefix = id_prefix if id_prefix is not None else f"{getattr(fn, '__name__', 'task')}-" \
                                                          f"{next(self._auto_ids)}-"
         tasks = []
@@ -545,33 +742,27 @@ class NeonWorker:
             tasks.append(Task(f"{prefix}{i}", fn, args, priority=prio, **task_options))
         return self.add_tasks(tasks)
 
-    def _wait_for_room_locked(self, deadline: float | None, tid: Hashable, n: int) -> None:
+    def _wait_for_room_locked(self, deadline: float | None) -> tuple | None:
+        """Wait until the queue has room; None, or the problem that ended the wait."""
         if deadline == 0.0:
-            raise QueueFullError(f"queue is full ({self._queued}/{self._config.queue_size} tasks) and "
-                                 f"block=False (task {tid!r}); retry later, raise queue_size, or "
-                                 f"pass block=True with a timeout")
+            return ("full_now", self._queued, self._config.queue_size)
         self._put_waiters += 1
+        lent = self._lend_locked()
         try:
             while True:
                 size = self._config.queue_size
                 if self._closed:
-                    raise WorkerShutdownError(f"worker {self.name!r} shut down while task {tid!r} "
-                                              f"waited for room")
+                    return ("closed_while_waiting",)
                 if not size or self._queued < size:
-                    return
-                if deadline is None:
-                    self._not_full.wait()
-                else:
-                    left = deadline - _now()
-                    if left <= 0:
-                        raise QueueFullError(f"queue stayed full ({self._queued}/{size} tasks) for "
-                                             f"the whole timeout (task {tid!r}, {n} not queued)")
-                    self._not_full.wait(_bounded(left))
+                    return None
+                if not bounded_wait(self._not_full, deadline):
+                    return ("full", self._queued, size)
         finally:
             self._put_waiters -= 1
+            self._unlend_locked(lent)
 
     def _enqueue_many_locked(self, recs: Sequence[_Record]) -> None:
-        """Queue records (already validated) in order: the one place a task enters the queue."""
+        """Queue new records (already validated) in order."""
         now = _now()
         next_seq = self._seq.__next__
         live = self._live
@@ -580,7 +771,10 @@ class NeonWorker:
         for rec in recs:
             rec.seq = next_seq()
             rec.submitted_at = rec.enqueued_at = now
-            live[rec.id] = rec
+            key = rec.key
+            live[key] = rec
+            if type(key) is _IdKey:
+                self._index_key_locked(key)
             p = rec.priority
             if p != prev:
                 bucket = buckets.get(p)
@@ -588,15 +782,27 @@ class NeonWorker:
                     bucket = buckets[p] = deque()
                     heapq.heappush(self._prios, -p)
                 prev = p
-            bucket.append(rec)
+            bucket.append(rec)  # type: ignore[union-attr]
         self._queued += len(recs)
         self._submitted += len(recs)
         if self._subs:
             for rec in recs:
                 self._emit_locked(EventKind.TASK_SUBMITTED, rec)
 
-    def _enqueue_locked(self, rec: _Record) -> None:
-        self._enqueue_many_locked((rec,))
+    def _index_key_locked(self, key: _IdKey) -> None:
+        keys = self._opaque.setdefault(key.hash, [])
+        if not any(k is key for k in keys):
+            keys.append(key)
+
+    def _forget_key_locked(self, key: Hashable) -> None:
+        """Drop an opaque id's key from the index once no live or remembered task has it."""
+        if type(key) is not _IdKey or key in self._live or key in self._history:
+            return
+        keys = self._opaque.get(key.hash)
+        if keys is not None:
+            keys[:] = [k for k in keys if k is not key]
+            if not keys:
+                del self._opaque[key.hash]
 
     # ================================================================ threads
     def _new_thread_locked(self) -> threading.Thread:
@@ -640,10 +846,12 @@ class NeonWorker:
     def _work(self, name: str) -> None:
         """The worker loop: take the best queued task, run it, record it, repeat.
 
-        Under load, recording the finished attempt and claiming the next task
-        share one critical section: half the lock traffic, and under the GIL
-        every avoided hand-off counts. Callbacks and logging of the finished
-        attempt still run after the lock is released.
+        Under load, recording a finished attempt and claiming the next task share one
+        critical section, if nothing has to run in between: half the lock traffic, and
+        under the GIL every avoided hand-off counts. When something must run (the
+        future's done callbacks, logging of a failure: user code), the thread records,
+        releases the lock, runs it, and only then claims: done callbacks run between two
+        tasks, never while this thread holds a task it has not started.
         """
         get = self._tokens.get
         get_nowait = self._tokens.get_nowait
@@ -656,58 +864,60 @@ class NeonWorker:
                 try:
                     token = get_nowait()
                 except queue.Empty:  # nothing queued: record alone, then block
-                    self._after_record(self._record(done, name))
+                    self._follow_up(self._record(done, name))
                     done = None
                     continue
+            rec: _Record | None = None
             if token is not _ITEM or self._paused or self._retire:
                 # Rare transitions take the slow path with nothing pending.
                 if done is not None:
-                    self._after_record(self._record(done, name))
+                    self._follow_up(self._record(done, name))
                     done = None
-                if self._control(token, name):
+                rec, leave = self._control(token, name)
+                if leave:
                     return
-                continue
-            with lock:
-                post = None if done is None else self._record_locked(done, name)
-                # Re-checked under the lock: pause() must win over a stale read above.
-                rec = None if self._paused or self._retire else self._claim_locked(name)
-                if rec is None and (self._paused or self._retire):
-                    self._tokens.put(token)  # keep the token for whoever runs its task
-            if post is not None:
-                self._after_record(post)
+            else:
+                with lock:
+                    post = None if done is None else self._record_locked(done, name)
+                    if post is not None and not post[3]:
+                        self._tokens.put(token)  # claim after the follow-up below
+                    elif self._paused or self._retire:  # re-checked: pause() must win
+                        self._tokens.put(token)  # keep the token for whoever runs its task
+                    else:
+                        rec = self._claim_locked(name)
+                done = None
+                if post is not None and not post[3]:
+                    self._follow_up(post)
+                elif self._inline_subs:
+                    self._after_emit()
                 post = None  # no reference to the last result while this thread blocks
-            elif self._inline_subs:
-                self._after_emit()
-            done = None
             if rec is not None:
                 done = self._execute(rec)
                 rec = None
 
-    def _control(self, token: int, name: str) -> bool:
-        """Handle stop, retire and pause; True if this thread must exit."""
+    def _control(self, token: int, name: str) -> tuple[_Record | None, bool]:
+        """Handle stop, retire and pause: (a claimed task or None, True if this thread must exit)."""
         with self._lock:
             if token is _STOP:
                 self._threads.pop(name, None)
-                return True
+                return None, True
             if token is _RETIRE:
                 if self._retire > 0:
                     self._retire -= 1
                     self._threads.pop(name, None)
-                    return True
-                return False  # surplus: another thread already retired
+                    return None, True
+                return None, False  # surplus: another thread already retired
             while self._paused and not self._retire and not self._stopping:
                 self._resumed.wait()
             if self._retire > 0:
                 self._retire -= 1
                 self._threads.pop(name, None)
                 self._tokens.put(token)  # the token belongs to a queued task
-                return True
+                return None, True
             rec = self._claim_locked(name)
         if self._inline_subs:
             self._after_emit()
-        if rec is not None:  # the next token claims the next task
-            self._after_record(self._record(self._execute(rec), name))
-        return False
+        return rec, False
 
     def _push_locked(self, rec: _Record) -> None:
         p = rec.priority
@@ -729,6 +939,7 @@ class NeonWorker:
                 if rec.state is QUEUED:
                     break
                 rec = None  # cancelled while queued: its entry is skipped here
+                self._dead_queued -= 1
             if rec is not None:
                 break
             del buckets[-heapq.heappop(prios)]  # this priority has no task left
@@ -742,7 +953,7 @@ class NeonWorker:
         rec.started_at = _now()
         self._busy[name] = rec
         if rec.attempts == 1:
-            rec.future._set_running_locked()
+            rec.future._set_running_locked()  # type: ignore[union-attr]
         if self._put_waiters:
             self._not_full.notify()
         if self._subs:
@@ -750,38 +961,41 @@ class NeonWorker:
         return rec
 
     def _execute(self, rec: _Record) -> tuple:
-        """Run one attempt, no lock held. Returns ``(rec, ok, value, end, retryable)``."""
+        """Run one attempt, no lock held. Returns ``(rec, ok, value, end, retryable, error)``.
+
+        Everything that may run user code about a failure (the exception's ``__str__``,
+        the ``retry_on`` filter) runs here, before the lock is taken to record it.
+        """
         try:
             call = self._call
             if call is None:
                 if rec.kwargs:
-                    value = rec.fn(*rec.args, **rec.kwargs)
+                    value = rec.fn(*rec.args, **rec.kwargs)  # type: ignore[misc]
                 else:
-                    value = rec.fn(*rec.args)
+                    value = rec.fn(*rec.args)  # type: ignore[misc]
             else:
                 value = call(rec.fn, rec.args, rec.kwargs or {})
         except BaseException as exc:
             end = _now()
-            # The exception filter is user code: evaluate it here, outside the lock.
-            return (rec, False, exc, end, self._retryable(rec, exc))
+            return (rec, False, exc, end, self._retryable(rec, exc), _describe_error(exc))
         end = _now()
         pending = self._metrics_pending
         if pending is not None:  # deque.append is atomic: no need to hold the lock for it
             pending.append((rec.id, rec.thread, rec.enqueued_at, rec.started_at, end,
                             rec.submitted_at, OUTCOME_SUCCEEDED, rec.attempts))
-        return (rec, True, value, end, False)
+        return (rec, True, value, end, False, None)
 
     def _retryable(self, rec: _Record, exc: BaseException) -> bool:
-        if isinstance(exc, TaskPicklingError):
-            return False  # the task cannot cross a process boundary: another attempt cannot help
-        if self._always_retry and isinstance(exc, self._always_retry):
-            return True  # the backend's failure (a lost process), not the task's
-        retry_on = rec.retry_on if rec.retry_on is not None else self._retry_on
-        if isinstance(retry_on, (type, tuple)):
-            return isinstance(exc, retry_on)
         try:
+            if isinstance(exc, TaskPicklingError):
+                return False  # the task cannot cross a process boundary: another attempt cannot help
+            if self._always_retry and isinstance(exc, self._always_retry):
+                return True  # the backend's failure (a lost process), not the task's
+            retry_on = rec.retry_on if rec.retry_on is not None else self._retry_on
+            if isinstance(retry_on, (type, tuple)):
+                return isinstance(exc, retry_on)
             return bool(retry_on(exc))
-        except Exception:
+        except BaseException:  # user code (a predicate, __instancecheck__)
             logger.exception("retry_on predicate raised for task %r; not retrying", rec.id)
             return False
 
@@ -790,11 +1004,14 @@ class NeonWorker:
             return self._record_locked(done, name)
 
     def _record_locked(self, done: tuple, name: str) -> tuple:
-        """Record a finished attempt: success, retry or final failure.
+        """Record a finished attempt: success, retry or final failure. Runs no user code.
 
-        Returns what must happen after the lock is released (callbacks, logging).
+        Returns what must happen after the lock is released, ``(future whose callbacks
+        must run, retry to log, failure to log, quiet)``; ``quiet`` means nothing at all
+        (no callback, no logging, no inline subscriber), so the thread may claim its next
+        task in the same critical section.
         """
-        rec, ok, value, end, retryable = done
+        rec, ok, value, end, retryable, error = done
         fut = rec.future
         rec.finished_at = end
         self._running -= 1
@@ -806,8 +1023,7 @@ class NeonWorker:
                 self._emit_locked(EventKind.TASK_SUCCEEDED, rec)
             self._finish_locked(rec)
             fut._set_result_locked(value)
-            return (fut, None, None)
-        error = f"{type(value).__name__}: {value}"
+            return (fut, None, None, not fut._done_callbacks and not self._inline_subs)
         rec.error = error
         retry_in = self._retry_delay_locked(rec) if retryable else None
         if self._metrics_pending is not None:
@@ -823,28 +1039,39 @@ class NeonWorker:
             self._monitor_cv.notify()
             if self._subs:
                 self._emit_locked(EventKind.TASK_RETRY_SCHEDULED, rec, detail=retry_in)
-            return (None, (rec.id, rec.attempts, error, retry_in), None)
+            return (None, (rec.id, rec.attempts, error, retry_in), None, False)
         rec.state = FAILED
         self._failed += 1
         if self._subs:
             self._emit_locked(EventKind.TASK_FAILED, rec, detail=error)
         self._finish_locked(rec)
         fut._set_exception_locked(value)
-        return (fut, None, (rec.id, rec.attempts, error, value))
+        return (fut, None, (rec.id, rec.attempts, error, value), False)
 
-    def _after_record(self, post: tuple) -> None:
-        """Outside the lock: log, then run the future's done callbacks and inline subscribers."""
-        fut, retry, failure = post
-        if retry is not None:
-            logger.info("task %r failed on attempt %d (%s); retry in %.3fs", *retry)
-        elif failure is not None:
-            tid, attempts, error, exc = failure
-            logger.warning("task %r failed after %d attempt(s): %s", tid, attempts, error,
-                           exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None)
-        if fut is not None and fut._done_callbacks:
-            fut._invoke_callbacks()
-        if self._inline_subs:
-            self._after_emit()
+    def _follow_up(self, post: tuple) -> None:
+        """Outside the lock: log, then run the future's done callbacks and inline subscribers.
+
+        All of it may run user code (log handlers too): whatever it raises, even a
+        BaseException, is logged here and never ends this worker thread.
+        """
+        fut, retry, failure, _ = post
+        try:
+            if retry is not None:
+                logger.info("task %r failed on attempt %d (%s); retry in %.3fs", *retry)
+            elif failure is not None:
+                tid, attempts, error, exc = failure
+                logger.warning("task %r failed after %d attempt(s): %s", tid, attempts, error,
+                               exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None)
+            if fut is not None and fut._done_callbacks:
+                fut._invoke_callbacks()
+            if self._inline_subs:
+                self._after_emit()
+        except BaseException:  # user code must never end a worker thread
+            try:
+                logger.exception("worker %s: user code after a task raised; the worker goes on",
+                                 self.name)
+            except BaseException:  # a hostile log handler: nothing left to tell
+                pass
 
     def _retry_delay_locked(self, rec: _Record) -> float | None:
         """Seconds until the next attempt of a retryable failure, or None if it is final."""
@@ -853,48 +1080,90 @@ class NeonWorker:
         if rec.attempts > limit:
             return None
         if self._stopping or (self._closed and self._cancel_on_close):
-            return None  # no thread will be left to run it
+            return None  # the shutdown's final window: no thread will be left to run it
         delay = cfg.retry_delay if rec.retry_delay is None else rec.retry_delay
         backoff = cfg.retry_backoff if rec.retry_backoff is None else rec.retry_backoff
-        cap = max(cfg.retry_max_delay, delay)
+        cap = cfg.retry_max_delay  # bounds every delay, a task's own included
         try:
-            delay = min(delay * backoff ** (rec.attempts - 1), cap)
+            delay = delay * backoff ** (rec.attempts - 1)
         except OverflowError:  # a huge backoff: the cap applies
             delay = cap
         if cfg.retry_jitter:
             delay *= 1.0 + random.uniform(-cfg.retry_jitter, cfg.retry_jitter)
-        return max(delay, 0.0)
+        return max(min(delay, cap), 0.0)
 
     _cancel_on_close = False
 
     def _finish_locked(self, rec: _Record) -> None:
         """Move a terminal record from the live table to the bounded history."""
-        tid = rec.id
-        del self._live[tid]
+        key = rec.key
+        del self._live[key]
         rec.fn = rec.args = rec.kwargs = None  # a finished task keeps no reference to them
         rec.future = None
-        hist = self._history
         limit = self._config.history_size
         if limit:
-            hist[tid] = rec
+            hist = self._history
+            hist[key] = rec
+            hist.move_to_end(key)
             while len(hist) > limit:  # more than one after history_size was lowered
-                hist.popitem(last=False)
-        if not self._live:
+                self._forget_key_locked(hist.popitem(last=False)[0])
+        else:
+            self._forget_key_locked(key)
+        if len(self._live) <= self._inside_waiters:
             self._all_done.notify_all()
-            if self._closed:
+            if not self._live and self._closed:
                 self._stop_threads_locked()
+
+    # ================================================================== lending
+    def _lend_locked(self) -> bool:
+        """The calling thread is about to block in a public call: if the worker needs it, get a stand-in.
+
+        A worker thread that blocks (in a task, in a done callback, in an inline
+        subscriber) would shrink the pool for the time of its wait, and stall it
+        entirely if every thread waited: a stand-in thread takes its place until the
+        wait ends (`_unlend_locked`). A blocking monitor thread (a deferred inline
+        delivery) hands its role to a new monitor. Returns True if a worker thread lent.
+        """
+        me = threading.current_thread()
+        if self._threads.get(me.name) is me:
+            if self._stopping or self._state not in _WORKING_STATES:
+                return False
+            stand_in = self._new_thread_locked()
+            try:
+                stand_in.start()  # under the lock: the new thread needs it only later
+            except RuntimeError:  # no more threads: wait without a stand-in
+                self._threads.pop(stand_in.name, None)
+                return False
+            self._lent += 1
+            return True
+        if me is self._monitor and self._state != WorkerState.STOPPED:
+            monitor = self._monitor = self._new_monitor_locked()
+            monitor.start()  # this thread leaves the monitor loop when its wait is over
+        return False
+
+    def _unlend_locked(self, lent: bool) -> None:
+        if not lent:
+            return
+        self._lent -= 1
+        if not self._stopping:  # one thread too many now: the first idle one retires
+            self._retire += 1
+            self._tokens.put(_RETIRE)
+            self._resumed.notify_all()
+
+    def _new_monitor_locked(self) -> threading.Thread:
+        return threading.Thread(target=self._monitor_loop, name=f"{self.name}-monitor", daemon=True)
 
     # ============================================================ cancellation
     def cancel(self, task_id: Hashable) -> bool:
         """Cancel a queued task (or one waiting for a retry). False if it is running or done."""
-        _check_hashable("task_id", task_id)
+        check_hashable("task_id", task_id)
+        key = self._key_of(task_id)
         with self._lock:
-            rec = self._live.get(task_id)
+            rec = self._live.get(key)
             fut = None if rec is None else self._cancel_locked(rec)
         if fut is None:
             return False
-        fut._invoke_callbacks()
-        self._after_emit()
+        self._after_cancel([fut])
         return True
 
     def _cancel_future(self, fut: TaskFuture) -> bool:
@@ -902,22 +1171,29 @@ class NeonWorker:
         with self._lock:
             if fut.cancelled():
                 return True
-            rec = self._live.get(fut.task_id)
+            rec = self._live.get(fut._key)
             if rec is None or rec.future is not fut or self._cancel_locked(rec) is None:
                 return fut.cancelled()
-        fut._invoke_callbacks()
-        self._after_emit()
+        self._after_cancel([fut])
         return True
+
+    def _after_cancel(self, futures: list[TaskFuture]) -> None:
+        """Outside the lock: the cancelled futures' callbacks, then inline deliveries."""
+        for fut in futures:
+            fut._invoke_callbacks()
+        self._after_emit()
 
     def _cancel_locked(self, rec: _Record) -> TaskFuture | None:
         """Cancel a queued or retry-waiting record; return its future (callbacks still to run)."""
         state = rec.state
         if state is QUEUED:
             self._queued -= 1
+            self._dead_queued += 1  # its entry stays in its bucket until claimed or compacted
             if self._put_waiters:
                 self._not_full.notify()
         elif state is RETRY_WAIT:
-            self._retry_waiting -= 1  # its retry-heap entry is skipped by state
+            self._retry_waiting -= 1
+            self._dead_retry += 1  # its retry-heap entry is skipped by state, or compacted
         else:
             return None
         rec.state = CANCELLED
@@ -929,28 +1205,48 @@ class NeonWorker:
         if self._subs:
             self._emit_locked(EventKind.TASK_CANCELLED, rec)
         self._finish_locked(rec)
-        fut._set_cancelled_locked()
+        fut._set_cancelled_locked()  # type: ignore[union-attr]
+        self._compact_locked()
         return fut
+
+    def _compact_locked(self) -> None:
+        """Drop the entries of cancelled tasks once they outnumber the live ones (amortised O(1))."""
+        if self._dead_queued > 256 and self._dead_queued > self._queued:
+            buckets = {}
+            for p, bucket in self._buckets.items():
+                kept = deque(r for r in bucket if r.state is QUEUED)
+                if kept:
+                    buckets[p] = kept
+            self._buckets = buckets
+            self._prios = [-p for p in buckets]
+            heapq.heapify(self._prios)
+            self._dead_queued = 0
+        if self._dead_retry > 256 and self._dead_retry > self._retry_waiting:
+            self._retry_heap = [e for e in self._retry_heap if e[2].state is RETRY_WAIT]
+            heapq.heapify(self._retry_heap)
+            self._dead_retry = 0
 
     def cancel_pending(self) -> int:
         """Cancel every queued task and every pending retry; return how many. Running tasks go on."""
         futures = self._cancel_all_pending()
         return len(futures)
 
-    def _cancel_all_pending(self) -> list[TaskFuture]:
+    def _cancel_all_pending(self, *, final: bool = False) -> list[TaskFuture]:
+        """Cancel what is queued or waiting for a retry. ``final``: the shutdown's last window.
+
+        With ``final``, from the same critical section on, a failing task is failed for
+        good rather than scheduled for a retry that no thread would be left to run.
+        """
         with self._lock:
+            if final:
+                self._cancel_on_close = True
             recs = [r for r in self._live.values() if r.state is QUEUED or r.state is RETRY_WAIT]
             futures = []
             for rec in recs:
                 fut = self._cancel_locked(rec)
                 if fut is not None:
                     futures.append(fut)
-            if not self._queued:  # drop the cancelled entries at once
-                self._buckets.clear()
-                self._prios.clear()
-        for fut in futures:
-            fut._invoke_callbacks()
-        self._after_emit()
+        self._after_cancel(futures)
         return futures
 
     # ================================================================= status
@@ -974,7 +1270,7 @@ class NeonWorker:
             return {
                 "state": self._state,
                 "max_workers": self._config.max_workers,
-                "threads": len(self._threads) - self._retire,
+                "threads": self._pool_size_locked(),
                 "active_workers": self._running,
                 "queued_tasks": self._queued,
                 "queue_size": self._config.queue_size,
@@ -987,6 +1283,10 @@ class NeonWorker:
                 "retried_tasks": self._retried,
                 "uptime_s": 0.0 if self._started_at is None else _now() - self._started_at,
             }
+
+    def _pool_size_locked(self) -> int:
+        """Threads that count toward ``max_workers`` (not the retiring ones, nor the lent ones)."""
+        return len(self._threads) - self._retire - self._lent
 
     def _counts(self) -> dict[str, int]:
         with self._lock:
@@ -1007,13 +1307,16 @@ class NeonWorker:
 
         Raises `UnknownTaskError` (a KeyError) for an id never seen or forgotten.
         """
-        _check_hashable("task_id", task_id)
+        check_hashable("task_id", task_id)
+        key = self._key_of(task_id)
         with self._lock:
-            rec = self._live.get(task_id) or self._history.get(task_id)
-            if rec is None:
-                raise UnknownTaskError(f"no task with id {task_id!r} (never submitted, or finished "
-                                       f"and forgotten: history_size={self._config.history_size})")
-            return rec.info()
+            rec = self._live.get(key) or self._history.get(key)
+            info = None if rec is None else rec.info()
+            history_size = self._config.history_size
+        if info is None:
+            raise UnknownTaskError(f"no task with id {_safe_repr(task_id)} (never submitted, or "
+                                   f"finished and forgotten: history_size={history_size})")
+        return info
 
     def tasks(self, state: TaskState | str | None = None) -> list[TaskInfo]:
         """Status of live and remembered tasks, in submission order, optionally of one state."""
@@ -1024,28 +1327,40 @@ class NeonWorker:
         infos.sort(key=lambda i: i.sequence)
         return infos
 
-    def _own_task_locked(self) -> int:
-        """1 if the calling thread is one of ours running a task (it must not wait for itself)."""
+    def _in_task_locked(self) -> bool:
+        """Is the calling thread one of ours, holding a task? (It must not wait for that task.)"""
         me = threading.current_thread()
-        return 1 if self._threads.get(me.name) is me and me.name in self._busy else 0
+        return self._threads.get(me.name) is me and me.name in self._busy
 
     def wait_for_completion(self, timeout: float | None = None) -> bool:
         """Block until no task is queued, running or waiting for a retry; False on timeout.
 
-        Thread-safe. Called from inside a task, it does not wait for that task itself.
+        Thread-safe. From inside a task it waits for every other task: not for its
+        own, nor for other tasks that are themselves waiting this way (so two such
+        tasks never wait for each other), and its thread gets a stand-in meanwhile,
+        so the pool keeps running queued tasks.
         """
-        deadline = _deadline(True, timeout)
+        deadline = deadline_of(True, timeout)
         with self._lock:
-            own = self._own_task_locked()
-            while len(self._live) > own:
-                if deadline is None:
-                    self._all_done.wait()
-                else:
-                    left = deadline - _now()
-                    if left <= 0:
-                        return False
-                    self._all_done.wait(_bounded(left))
+            return self._wait_idle_locked(deadline)
+
+    def _wait_idle_locked(self, deadline: float | None) -> bool:
+        """Wait for the live tasks to finish (see `wait_for_completion`); False at the deadline."""
+        inside = self._in_task_locked()
+        if inside:
+            self._inside_waiters += 1
+            if len(self._live) <= self._inside_waiters:
+                self._all_done.notify_all()  # the other in-task waiters may be done now
+        lent = self._lend_locked()
+        try:
+            while len(self._live) > (self._inside_waiters if inside else 0):
+                if not bounded_wait(self._all_done, deadline):
+                    return False
             return True
+        finally:
+            if inside:
+                self._inside_waiters -= 1
+            self._unlend_locked(lent)
 
     # ================================================================ control
     def pause(self) -> None:
@@ -1087,21 +1402,30 @@ class NeonWorker:
         return self._apply_config(changes)
 
     def _on_global_config(self, old: WorkerConfig, new: WorkerConfig, changed: frozenset) -> None:
-        follow = {k: getattr(new, k) for k in changed if k not in self._pinned}
-        if follow:
-            self._apply_config(follow)
+        # Listeners of concurrent update_config() calls run in any order, each with its
+        # own snapshot: applying ``new`` could apply an older value last. Instead the
+        # worker reads the current global settings under its own lock, so whichever
+        # listener runs last applies the latest values.
+        self._apply_config(None)
 
-    def _apply_config(self, changes: dict[str, Any]) -> WorkerConfig:
+    def _apply_config(self, changes: dict[str, Any] | None) -> WorkerConfig:
+        """Apply ``changes`` (None: follow the global settings for the keys not pinned)."""
         # The new snapshot is derived from the current one under the lock, so
         # concurrent configure() calls never lose each other's changes.
         start: list[threading.Thread] = []
-        changed = frozenset(changes)
         with self._lock:
             old = self._config
+            if changes is None:
+                current = config_manager().get()
+                changes = {k: getattr(current, k) for k in _SETTINGS
+                           if k not in self._pinned and getattr(current, k) != getattr(old, k)}
+                if not changes:
+                    return old
+            changed = frozenset(changes)
             cfg = old.replace(**changes)
             self._config = cfg
             while len(self._history) > cfg.history_size:
-                self._history.popitem(last=False)
+                self._forget_key_locked(self._history.popitem(last=False)[0])
             if cfg.queue_size != old.queue_size and self._put_waiters:
                 self._not_full.notify_all()
             if cfg.enable_metrics and self.metrics is None:
@@ -1110,7 +1434,7 @@ class NeonWorker:
                 self._metrics_pending = None
             if cfg.max_workers != old.max_workers and self._state in (WorkerState.RUNNING,
                                                                        WorkerState.PAUSED):
-                current = len(self._threads) - self._retire
+                current = self._pool_size_locked()
                 delta = cfg.max_workers - current
                 if delta > 0:
                     undo = min(delta, self._retire)
@@ -1145,64 +1469,88 @@ class NeonWorker:
 
         Queued tasks still run (unless ``cancel_pending``) while time remains;
         at the ``timeout`` (default: the ``shutdown_timeout`` setting; None
-        waits for everything) queued tasks and pending retries are cancelled
-        and tasks still running are abandoned to their (daemon) threads. It
-        returns within the timeout plus a few milliseconds even if a task
-        hangs. A paused worker is resumed so that its queue can drain.
+        waits for everything) queued tasks and pending retries are cancelled,
+        a task that fails from then on is not retried, and tasks still running
+        are abandoned to their (daemon) threads. It returns within the timeout
+        plus a few milliseconds even if a task hangs. A paused worker is resumed
+        so that its queue can drain.
 
         Idempotent and thread-safe: a second call waits (within its own
         timeout) for the first and returns the same `ShutdownReport`, or a
-        report with ``complete=False`` if the first is still going on. ``wait=False`` starts the shutdown
-        and returns None at once. Called from inside a task, it does not wait
-        for that task.
+        report with ``complete=False`` if the first is still going on.
+        ``wait=False`` starts the shutdown and returns None at once. Called
+        from inside a task, it waits for the other tasks only, then returns a
+        report with ``complete=False``: the shutdown completes when the calling
+        task returns, and `shutdown_report` then holds the final report.
         """
         if timeout == "config":
             timeout = self._config.shutdown_timeout
-        _check_timeout("timeout", timeout)
+        check_timeout("timeout", timeout)
         t_begin = _now()
-        deadline = None if timeout is None else t_begin + timeout
         with self._lock:
             first = not self._closed
-            if first:
-                self._closed = True
-                self._shutdown_claimed = True
-                self._shutdown_started_at = t_begin
-                self._cancel_on_close = bool(cancel_pending)
-                if self._state == WorkerState.CREATED:
-                    self._state = WorkerState.STOPPED
-                else:
-                    self._state = WorkerState.SHUTTING_DOWN
-                self._paused = False
-                self._resumed.notify_all()
-                self._not_full.notify_all()
-                self._monitor_cv.notify()
-                self._emit_locked(EventKind.WORKER_SHUTTING_DOWN, detail=timeout)
-                never_started = self._state == WorkerState.STOPPED
+            never_started = first and self._begin_shutdown_locked(t_begin, timeout, cancel_pending)
+            inside = self._in_task_locked()
         self._after_emit()
-        if first and cancel_pending:
-            self._cancel_all_pending()
-        if first and never_started:
-            self._cancel_all_pending()  # no thread will ever run them
-            return self._finalize(t_begin, timeout)
-        if not wait:
-            if first:
-                threading.Thread(target=self._complete_shutdown_claimed, args=(t_begin, timeout),
-                                 name=f"{self.name}-shutdown", daemon=True).start()
-            return None
         if not first:
+            return self._join_shutdown(t_begin, timeout, wait, inside)  # type: ignore[arg-type]
+        if cancel_pending or never_started:
+            self._cancel_all_pending()
+        if never_started:
+            return self._finalize(t_begin, timeout)  # type: ignore[arg-type]
+        if wait and not inside:
+            return self._complete_shutdown_claimed(t_begin, timeout)  # type: ignore[arg-type]
+        # Inside a task the shutdown cannot complete before that task returns: a helper
+        # thread completes it (within the same bound), and this call waits for the others.
+        threading.Thread(target=self._complete_shutdown_claimed, args=(t_begin, timeout),
+                         name=f"{self.name}-shutdown", daemon=True).start()
+        return self._wait_for_the_others(t_begin, timeout) if wait else None  # type: ignore[arg-type]
+
+    def _begin_shutdown_locked(self, t_begin: float, timeout: float | None,
+                               cancel_pending: bool) -> bool:
+        """Close the worker; True if it was never started."""
+        self._closed = True
+        self._shutdown_claimed = True
+        self._shutdown_started_at = t_begin
+        self._cancel_on_close = bool(cancel_pending)
+        never_started = self._state == WorkerState.CREATED
+        self._state = WorkerState.STOPPED if never_started else WorkerState.SHUTTING_DOWN
+        self._paused = False
+        self._resumed.notify_all()
+        self._not_full.notify_all()
+        self._monitor_cv.notify()
+        self._emit_locked(EventKind.WORKER_SHUTTING_DOWN, detail=timeout)
+        return never_started
+
+    def _join_shutdown(self, t_begin: float, timeout: float | None, wait: bool,
+                       inside: bool) -> ShutdownReport | None:
+        """A later shutdown() call: wait (within its own bound) for the one in progress."""
+        if not wait:
+            return None
+        if inside:
+            return self._wait_for_the_others(t_begin, timeout)
+        with self._lock:
+            # The call that owned the shutdown was interrupted (Ctrl-C during its wait):
+            # this one takes over, or the worker would stay half shut down.
+            take_over = not self._shutdown_claimed and not self._shutdown_done.is_set()
+            if take_over:
+                self._shutdown_claimed = True
+        if take_over:
+            return self._complete_shutdown_claimed(t_begin, timeout)
+        with self._lock:
+            lent = self._lend_locked()
+        try:
+            left = None if timeout is None else max(0.0, t_begin + timeout - _now())
+            done = self._shutdown_done.wait(_bounded(left))
+        finally:
             with self._lock:
-                # The call that owned the shutdown was interrupted (Ctrl-C during its
-                # wait): this one takes over, or the worker would stay half shut down.
-                take_over = not self._shutdown_claimed and not self._shutdown_done.is_set()
-                if take_over:
-                    self._shutdown_claimed = True
-            if not take_over:
-                # Another call is shutting down: wait for its report, within our own bound.
-                left = None if deadline is None else max(0.0, deadline - _now())
-                if self._shutdown_done.wait(_bounded(left)):
-                    return self._report
-                return self._progress_report(timeout)
-        return self._complete_shutdown_claimed(t_begin, timeout)
+                self._unlend_locked(lent)
+        return self._report if done and self._report is not None else self._progress_report(timeout)
+
+    def _wait_for_the_others(self, t_begin: float, timeout: float | None) -> ShutdownReport:
+        with self._lock:
+            self._wait_idle_locked(None if timeout is None else t_begin + timeout)
+        return self._progress_report(timeout, caller=threading.current_thread().name)
 
     def _complete_shutdown_claimed(self, t_begin: float, timeout: float | None) -> ShutdownReport:
         try:
@@ -1213,20 +1561,10 @@ class NeonWorker:
             raise
 
     def _complete_shutdown(self, t_begin: float, timeout: float | None) -> ShutdownReport:
-        # Wait for live tasks (not for the caller's own, if called from a task).
-        deadline = None if timeout is None else t_begin + timeout
         with self._lock:
-            own = self._own_task_locked()
-            while len(self._live) > own:
-                if deadline is None:
-                    self._all_done.wait()
-                else:
-                    left = deadline - _now()
-                    if left <= 0:
-                        break
-                    self._all_done.wait(_bounded(left))
-        if self._live:
-            self._cancel_all_pending()
+            idle = self._wait_idle_locked(None if timeout is None else t_begin + timeout)
+        if not idle:
+            self._cancel_all_pending(final=True)
         return self._finalize(t_begin, timeout)
 
     def _stop_threads_locked(self) -> None:
@@ -1238,20 +1576,20 @@ class NeonWorker:
             self._tokens.put(_STOP)  # behind every item token: queued work drains first
 
     def _finalize(self, t_begin: float, timeout: float | None) -> ShutdownReport:
+        deadline = None if timeout is None else t_begin + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - _now())
+
+        me = threading.current_thread()
         with self._lock:
             self._stop_threads_locked()
-            me_name = threading.current_thread().name
-            abandoned = tuple(rec.id for rec in self._live.values()
-                              if rec.state is RUNNING and rec.thread != me_name)
-            threads = [t for n, t in self._threads.items() if n not in self._busy]
-            me = threading.current_thread()
-        deadline = None if timeout is None else t_begin + timeout
+            abandoned = tuple(rec.id for rec in self._live.values() if rec.state is RUNNING)
+            threads = [t for n, t in self._threads.items() if n not in self._busy and t is not me]
         for t in threads:
-            if t is me or not t.ident:
-                continue
-            left = None if deadline is None else max(0.0, deadline - _now())
-            t.join(_bounded(left))
-        self._backend.stop(self, timeout=None if deadline is None else max(0.0, deadline - _now()))
+            if t.ident:
+                t.join(_bounded(left()))
+        self._backend.stop(self, timeout=left())
         with self._lock:
             if self._report is not None:
                 return self._report
@@ -1264,11 +1602,15 @@ class NeonWorker:
             self._report = report
             self._emit_locked(EventKind.WORKER_STOPPED, detail=report)
             subs = self._subs
+            monitor = self._monitor
         for s in subs:
             s._close(drain=True)
         self._after_emit()
         for s in subs:
-            s.flush() if s.mode == "inline" else None
+            if s.mode == "inline":
+                s.flush()
+        if monitor is not None and monitor is not me and monitor.ident:
+            monitor.join(_bounded(left()))  # shutdown(wait=True) leaves no thread of ours behind
         _live_workers.discard(self)
         config_manager().remove_listener(self)
         self._shutdown_done.set()
@@ -1279,16 +1621,21 @@ class NeonWorker:
             logger.debug("worker %s: %s", self.name, report)
         return report
 
-    def _progress_report(self, timeout: float | None) -> ShutdownReport:
-        """A report of a shutdown still in progress (``complete=False``)."""
+    def _progress_report(self, timeout: float | None, caller: str | None = None) -> ShutdownReport:
+        """A report of a shutdown still in progress (``complete=False``).
+
+        ``caller``: the thread of the task that called shutdown() (its own task is
+        not "abandoned": the shutdown completes when it returns); then ``clean``
+        says whether every other task is done.
+        """
         with self._lock:
             started = self._shutdown_started_at or _now()
+            running = tuple(r.id for r in self._live.values()
+                            if r.state is RUNNING and r.thread != caller)
             return ShutdownReport(
-                clean=False, elapsed=_now() - started, timeout=timeout,
-                succeeded=self._succeeded, failed=self._failed,
-                cancelled=tuple(self._shutdown_cancelled),
-                abandoned=tuple(r.id for r in self._live.values() if r.state is RUNNING),
-                complete=False)
+                clean=caller is not None and not running, elapsed=_now() - started,
+                timeout=timeout, succeeded=self._succeeded, failed=self._failed,
+                cancelled=tuple(self._shutdown_cancelled), abandoned=running, complete=False)
 
     def _exit_shutdown(self) -> None:
         if self._closed and self._shutdown_done.is_set():
@@ -1307,24 +1654,27 @@ class NeonWorker:
     # ============================================================ monitor thread
     def _monitor_loop(self) -> None:
         """Retries that are due, health checks, metrics folding; one thread per worker."""
+        me = threading.current_thread()
         while True:
             due: list[_Record] = []
             with self._lock:
-                if self._state == WorkerState.STOPPED:
-                    return
+                if self._state == WorkerState.STOPPED or self._monitor is not me:
+                    return  # stopped, or replaced while this thread waited in user code
                 now = _now()
                 rh = self._retry_heap
                 while rh and rh[0][0] <= now:
                     rec = heapq.heappop(rh)[2]
-                    if rec.state is RETRY_WAIT:
-                        rec.state = QUEUED
-                        self._retry_waiting -= 1
-                        self._queued += 1
-                        rec.enqueued_at = now
-                        self._push_locked(rec)  # behind the tasks of its priority
-                        due.append(rec)
-                        if self._subs:
-                            self._emit_locked(EventKind.TASK_SUBMITTED, rec, detail="retry")
+                    if rec.state is not RETRY_WAIT:
+                        self._dead_retry -= 1  # cancelled while it waited
+                        continue
+                    rec.state = QUEUED
+                    self._retry_waiting -= 1
+                    self._queued += 1
+                    rec.enqueued_at = now
+                    self._push_locked(rec)  # behind the tasks of its priority
+                    due.append(rec)
+                    if self._subs:
+                        self._emit_locked(EventKind.TASK_SUBMITTED, rec, detail="retry")
                 health_due = now >= self._next_health or bool(self._crashed)
                 if health_due:
                     self._next_health = now + self._config.health_check_interval
@@ -1336,19 +1686,12 @@ class NeonWorker:
                 for sub in self._inline_subs:  # a delivery deferred by max_rate_hz
                     if sub._deferred:
                         wake = min(wake, sub._last_delivery + sub._min_gap)
+            rh = None  # the heap may be compacted into a new list while this thread waits
             for _ in due:
                 self._tokens.put(_ITEM)
-            if due or any(sub._deferred for sub in self._inline_subs):
-                self._after_emit()
-            if health_due:
-                self._check_health()
-            if self.metrics is not None and self._metrics_pending is not None:
-                try:
-                    self.metrics.fold()
-                except Exception:  # pragma: no cover
-                    logger.exception("folding metrics failed")
+            self._monitor_duties(bool(due), health_due)
             with self._lock:
-                if self._state == WorkerState.STOPPED:
+                if self._state == WorkerState.STOPPED or self._monitor is not me:
                     return
                 # A retry scheduled while the lock was released above notified
                 # nobody: take its due time into account now, under the lock.
@@ -1360,6 +1703,23 @@ class NeonWorker:
                 left = wake - _now()
                 if left > 0:
                     self._monitor_cv.wait(left)
+
+    def _monitor_duties(self, deliver: bool, health_due: bool) -> None:
+        """The monitor's work outside the lock. Some of it runs user code (deferred inline
+        deliveries, callbacks of a task lost with its thread, log handlers): whatever that
+        raises is logged, and the monitor goes on."""
+        try:
+            if deliver or any(sub._deferred for sub in self._inline_subs):
+                self._after_emit()
+            if health_due:
+                self._check_health()
+            if self.metrics is not None and self._metrics_pending is not None:
+                self.metrics.fold()
+        except BaseException:  # the monitor must outlive any user code
+            try:
+                logger.exception("worker %s: the monitor's work raised; it goes on", self.name)
+            except BaseException:  # a hostile log handler
+                pass
 
     def _check_health(self) -> HealthReport:
         start: list[threading.Thread] = []
@@ -1389,7 +1749,7 @@ class NeonWorker:
                 if self._state in (WorkerState.RUNNING, WorkerState.PAUSED) and not self._closed:
                     self._replaced += 1
                     start.append(self._new_thread_locked())
-            expected = len(self._threads) - self._retire
+            expected = self._pool_size_locked()
             alive = sum(1 for t in self._threads.values() if t.is_alive() or not t.ident)
             size = self._config.queue_size
             report = HealthReport(
@@ -1535,29 +1895,20 @@ class NeonWorker:
         display(dash)
 
 
-def _check_hashable(name: str, value: Any) -> None:
+def _safe_repr(value: Any) -> str:
+    """``repr(value)`` for a message; never raises (a task id's ``__repr__`` is user code)."""
     try:
-        hash(value)
+        return repr(value)
+    except Exception:
+        return f"<{type(value).__name__} whose repr() raised>"
+
+
+def _as_list(name: str, values: Any) -> list:
+    """``list(values)``, or a TypeError naming the parameter if it is not iterable."""
+    try:
+        return list(values)
     except TypeError:
-        raise TypeError(f"{name} must be a task id (hashable), got unhashable "
-                        f"{type(value).__name__} {value!r}") from None
-
-
-def _deadline(block: bool, timeout: float | None) -> float | None:
-    if not isinstance(block, bool):
-        raise TypeError(f"block must be True or False, got {block!r}")
-    if not block:
-        return 0.0
-    _check_timeout("timeout", timeout)
-    return None if timeout is None else _now() + timeout
-
-
-def _check_timeout(name: str, value: Any) -> None:
-    """None or a number >= 0: TypeError for another type, ValueError for a bad number."""
-    if value is None:
-        return
-    if type(value) not in (int, float):
-        raise TypeError(f"{name} must be None or a number of seconds >= 0, got "
-                        f"{type(value).__name__} {value!r}")
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"{name} must be None or a number of seconds >= 0, got {value!r}")
+        if hasattr(values, "__iter__"):
+            raise  # an iterable that failed while iterating: its own error
+        raise TypeError(f"{name} must be an iterable (a list, a range, a generator...), got "
+                        f"{type(values).__name__} {values!r}") from None

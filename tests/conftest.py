@@ -5,6 +5,10 @@
   are restored after every test, so no test sees another's ``update_config``.
 * ``_no_leaked_workers`` (autouse): a test that leaves a started `NeonWorker` running fails
   (the worker is shut down first, so the leak does not spread to later tests).
+* ``_every_task_accounted_for`` (autouse): after every test, every future a worker handed out
+  is done or its task is still queued, running or waiting for a retry, and every worker's
+  counters add up (``submitted = queued + running + retry_waiting + completed + failed +
+  cancelled``): no test may lose a task, whatever it did.
 
 Synchronisation in these tests uses `threading.Event`/`Barrier` and bounded waits; `wait_until`
 is only for state that has no event to wait on (a thread exiting, the monitor's next check).
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -57,6 +62,44 @@ def _reset_config() -> Iterator[None]:
     yield
     config_manager().reset()
     nb_logger.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def _every_task_accounted_for(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    workers_before = set(worker_module._all_workers)
+    futures: weakref.WeakSet = weakref.WeakSet()  # every future a worker handed out
+
+    def tracking(method):
+        def call(self, *args, **kwargs):
+            try:
+                out = method(self, *args, **kwargs)
+            except neon_nb.NeonError as exc:  # a batch cut short hands out what it queued
+                futures.update(getattr(exc, "submitted", ()))
+                raise
+            futures.update(out if isinstance(out, list) else [out])
+            return out
+        return call
+
+    for name in ("add_task", "submit", "add_tasks"):
+        monkeypatch.setattr(neon_nb.NeonWorker, name, tracking(getattr(neon_nb.NeonWorker, name)))
+    yield
+    monkeypatch.undo()
+    lost = []
+    for fut in list(futures):
+        if fut.done():
+            continue
+        owner = getattr(fut._canceller, "__self__", None)
+        try:
+            # Status first: the worker changes it and the future in one critical section.
+            state = owner.get_task_status(fut.task_id).state if owner is not None else None
+        except neon_nb.UnknownTaskError:
+            state = None
+        if not fut.done() and (state is None or state.terminal):
+            lost.append((fut, state))
+    assert not lost, f"futures neither done nor owned by a live task: {lost[:5]}"
+    for w in list(worker_module._all_workers):
+        if w not in workers_before:
+            assert_counters_add_up(w.get_status())
 
 
 @pytest.fixture(autouse=True)

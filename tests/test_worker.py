@@ -1063,7 +1063,12 @@ def test_shutdown_from_inside_a_task(make_worker):
     report = fut.result(timeout=WAIT)
     assert report.clean and report.abandoned == ()
     assert [f.result(timeout=0) for f in others] == [(0,), (1,), (2,)]
-    assert w.shutdown() is report
+    # The calling task was still running: the shutdown completed after it returned, and
+    # the final report counts it.
+    assert not report.complete
+    final = w.shutdown()
+    assert final.complete and final.clean and final.succeeded == 4
+    assert w.shutdown() is final
     assert w.state == "stopped"
 
 
