@@ -254,18 +254,29 @@ class TaskFuture(Future):
         # this transition, so the future's own condition is not needed.
         self._state = _fb.RUNNING
 
+    def add_done_callback(self, fn: Callable[[Future], object]) -> None:
+        """As `concurrent.futures.Future.add_done_callback`; what ``fn`` raises is logged."""
+        with self._condition:
+            if self._state not in (_fb.CANCELLED, _fb.CANCELLED_AND_NOTIFIED, _fb.FINISHED):
+                self._done_callbacks.append(fn)
+                return
+        self._run_callback(fn)
+
     def _invoke_callbacks(self) -> None:
         # The base class lets a BaseException out of a callback: on a worker thread that
         # killed the thread, and in a worker call it cut the call short. Each callback is
         # isolated here, whatever it raises (SystemExit and KeyboardInterrupt included).
         for callback in self._done_callbacks:
-            try:
-                callback(self)
-            except Exception:
-                logger.exception("done callback %r of task %r raised", callback, self.task_id)
-            except BaseException as exc:
-                logger.error("done callback %r of task %r raised %s", callback, self.task_id,
-                             type(exc).__name__)
+            self._run_callback(callback)
+
+    def _run_callback(self, callback: Callable[[Future], object]) -> None:
+        try:
+            callback(self)
+        except Exception:
+            logger.exception("done callback %r of task %r raised", callback, self.task_id)
+        except BaseException as exc:
+            logger.error("done callback %r of task %r raised %s", callback, self.task_id,
+                         type(exc).__name__)
 
     def _notify_cancelled(self) -> bool:
         with self._condition:

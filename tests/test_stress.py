@@ -361,3 +361,17 @@ WorkerMachine.TestCase.settings = settings(
     max_examples=30, stateful_step_count=30, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 test_worker_state_machine = WorkerMachine.TestCase
+
+
+# ------------------------------------------------------------------ hostile user code
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_hostile_stress(seed):
+    """The randomized stress with hostile ids, exceptions, callbacks and shutdown places
+    (``python -m benchmarks.stress`` runs it 50 times): nothing lost, duplicated or hung."""
+    from benchmarks.stress import run_hostile
+
+    update_config(log_level="CRITICAL")  # thousands of planned failures
+    result = run_hostile(seed, producers=6, per_producer=500)
+    assert result.tasks > 0
+    assert (result.lost, result.duplicated, result.unbalanced, result.hung) == (0, 0, 0, 0), result
