@@ -8,6 +8,7 @@ workers) are told about a change after the lock is released.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 import math
 import os
@@ -20,7 +21,20 @@ from typing import Any
 from ._checks import MAX_SECONDS
 from ._errors import ConfigError, ConfigTypeError
 
-__all__ = ["ConfigManager", "WorkerConfig", "get_config", "update_config"]
+__all__ = ["FROM_CONFIG", "ConfigManager", "WorkerConfig", "get_config", "update_config"]
+
+
+class _FromConfig(enum.Enum):
+    """The type of `FROM_CONFIG`."""
+
+    FROM_CONFIG = "use the configuration's setting"
+
+    def __repr__(self) -> str:
+        return "FROM_CONFIG"
+
+
+#: Default of a timeout that means "the configured setting" (e.g. ``shutdown_timeout``).
+FROM_CONFIG = _FromConfig.FROM_CONFIG
 
 logger = logging.getLogger("neon_nb")
 
@@ -29,38 +43,53 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 @dataclasses.dataclass(frozen=True)
 class WorkerConfig:
-    """One immutable set of settings.
+    """One immutable set of worker settings; `get_config()` returns the current one.
 
-    The first eight are the seed's configuration table; the rest refine retries,
-    history and health checks.
+    The first eight are the settings of the original Neon Worker API; the
+    others refine retries, history and health checks. Each can be given at
+    start-up as an environment variable ``NEON_<NAME>`` (``NEON_MAX_WORKERS=8``),
+    changed for every worker with `update_config`, or pinned for one worker
+    with ``NeonWorker(...)`` or ``worker.configure(...)``.
+
+    * ``max_workers`` (4): number of worker threads (>= 1). A running worker
+      resizes its pool live.
+    * ``queue_size`` (100): bound of the task queue (>= 0; 0 means unbounded).
+      A full queue makes ``add_task`` wait (backpressure).
+    * ``shutdown_timeout`` (30.0): seconds ``shutdown()`` waits by default,
+      and the bound at interpreter exit.
+    * ``log_level`` ("INFO"): level of the ``neon_nb`` logger: DEBUG, INFO,
+      WARNING, ERROR or CRITICAL. A task that fails for good is a WARNING.
+    * ``retry_attempts`` (3): retries after a failed first attempt (>= 0);
+      3 means at most 4 attempts.
+    * ``retry_delay`` (1.0): seconds before the first retry (>= 0).
+    * ``health_check_interval`` (10.0): seconds between two health checks (> 0).
+    * ``enable_metrics`` (True): collect latency histograms, throughput and the
+      task stream.
+    * ``retry_backoff`` (1.0): multiplier of the delay after each retry (>= 1;
+      2.0 doubles it).
+    * ``retry_max_delay`` (60.0): upper bound of every retry delay, after
+      backoff and jitter, a task's own ``retry_delay`` included (>= 0).
+    * ``retry_jitter`` (0.0): random spread of each delay, as a fraction in
+      [0, 1] (0.1 means +-10%).
+    * ``history_size`` (10000): finished task records kept for
+      ``get_task_status`` (>= 0). Counts and metrics keep everything.
+    * ``stuck_task_threshold`` (60.0): seconds after which the health check
+      flags a running task as stuck (> 0).
     """
 
     max_workers: int = 4
-    """Number of worker threads (>= 1). A running worker resizes its pool live."""
     queue_size: int = 100
-    """Bound of the task queue (>= 0; 0 means unbounded)."""
     shutdown_timeout: float = 30.0
-    """Seconds `shutdown()` waits by default, and the bound at interpreter exit."""
     log_level: str = "INFO"
-    """Level of the ``neon_nb`` logger: DEBUG, INFO, WARNING, ERROR or CRITICAL."""
     retry_attempts: int = 3
-    """Retries after a failed first attempt (>= 0); 3 means at most 4 attempts."""
     retry_delay: float = 1.0
-    """Seconds before the first retry (>= 0)."""
     health_check_interval: float = 10.0
-    """Seconds between two health checks (> 0)."""
     enable_metrics: bool = True
-    """Collect latency histograms, throughput and the task stream."""
     retry_backoff: float = 1.0
-    """Multiplier of the delay after each retry (>= 1; 2.0 doubles it)."""
     retry_max_delay: float = 60.0
-    """Upper bound of a retry delay after backoff (>= 0)."""
     retry_jitter: float = 0.0
-    """Random spread of each delay, as a fraction in [0, 1] (0.1 means +-10%)."""
     history_size: int = 10_000
-    """Finished task records kept for `get_task_status` (>= 0). Counts and metrics keep everything."""
     stuck_task_threshold: float = 60.0
-    """Seconds after which the health check flags a running task as stuck (> 0)."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -102,7 +131,7 @@ _RULES: dict[str, tuple[type, float | None, bool, float | None]] = {
 def _coerce(name: str, value: Any) -> Any:
     """Normalise harmless spellings (an int for a float, 'info' for 'INFO')."""
     if name == "log_level" and isinstance(value, str):
-        return value.upper()
+        return str.upper(value)  # (str's own upper: a subclass's could be anything)
     if name in _RULES and _RULES[name][0] is float and type(value) is int:
         return float(value)
     return value
@@ -235,6 +264,8 @@ def _initial_config() -> WorkerConfig:
 
 
 _manager = ConfigManager(_initial_config())
+# The log_level setting is the neon_nb logger's level from the start.
+logger.setLevel(_manager.get().log_level)
 
 
 def _after_fork_in_child() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from typing import Any
@@ -52,6 +53,11 @@ class NeonExecutor(Executor):
         if initializer is not None:
             self._worker._wrap_thread_init(initializer, initargs)
         self._worker.start()
+        # As with ThreadPoolExecutor: an executor dropped without shutdown() lets its
+        # threads finish the queued work and exit. (The worker does not refer back to
+        # the executor, so dropping it really frees it.)
+        self._finalizer = weakref.finalize(self, self._worker.shutdown, timeout=None, wait=False)
+        self._finalizer.atexit = False  # at exit, the worker's own exit hook applies
 
     @property
     def worker(self) -> NeonWorker:
@@ -81,3 +87,4 @@ class NeonExecutor(Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """As `ThreadPoolExecutor.shutdown`; safe to call many times and from inside a task."""
         self._worker.shutdown(timeout=None, cancel_pending=cancel_futures, wait=wait)
+        self._finalizer.detach()

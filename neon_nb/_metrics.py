@@ -112,7 +112,13 @@ class MetricsSnapshot:
     def to_dataframe(self, table: str = "tasks") -> Any:
         """A pandas DataFrame of ``"tasks"`` (the task stream), ``"throughput"`` or ``"latency"``.
 
-        Needs pandas (``pip install neon_nb[pandas]``).
+        Every time is in seconds: ``start``/``end`` of a task span are
+        ``time.monotonic()`` seconds (subtract ``started_at`` for seconds since
+        the metrics began), a throughput row counts the tasks that finished in
+        the ``window`` seconds from its ``start``, and the latency columns
+        (``p50``, ``p90``, ``p99``, ``max``, ``mean``) are seconds; ``count`` is
+        attempts (a retried task is counted once per attempt in queue wait and
+        run time). Needs pandas (``pip install neon_nb[pandas]``).
         """
         try:
             import pandas as pd

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from types import FrameType
 from typing import Any
 
+from ._config import FROM_CONFIG
 from ._worker import NeonWorker
 
 __all__ = ["SignalHandlers", "install_signal_handlers"]
@@ -120,7 +121,7 @@ class SignalHandlers:
     def _shutdown_all(self) -> None:
         for w in self.workers:
             try:
-                w.shutdown(timeout=self.timeout if self.timeout is not None else "config")
+                w.shutdown(timeout=self.timeout if self.timeout is not None else FROM_CONFIG)
             except Exception:  # pragma: no cover
                 logger.exception("graceful shutdown of %r failed", w)
 

@@ -52,7 +52,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ._checks import bounded_wait, check_hashable, check_timeout, deadline_of
-from ._config import WorkerConfig, config_manager
+from ._config import FROM_CONFIG, WorkerConfig, _FromConfig, config_manager
 from ._errors import (
     DuplicateTaskError,
     NeonError,
@@ -67,8 +67,9 @@ from ._task import Task, TaskFuture, TaskInfo, TaskState, check_retry_on
 
 __all__ = ["HealthReport", "NeonWorker", "ShutdownReport", "WorkerState"]
 
+# No NullHandler here: with no logging configured, Python's last-resort handler prints
+# WARNING and above on stderr, so that a task that fails for good never fails silently.
 logger = logging.getLogger("neon_nb")
-logger.addHandler(logging.NullHandler())
 
 _now = time.monotonic
 
@@ -155,6 +156,7 @@ class WorkerState:
 
 
 _WORKING_STATES = (WorkerState.RUNNING, WorkerState.PAUSED, WorkerState.SHUTTING_DOWN)
+_FULL_FAILURE_LOGS = 10  # final failures of a worker logged at WARNING before DEBUG
 _SETTINGS = tuple(f.name for f in fields(WorkerConfig))
 
 
@@ -163,11 +165,17 @@ class ShutdownReport:
     """What `NeonWorker.shutdown` did.
 
     ``clean`` is True when every task reached a terminal state before the
-    timeout. ``cancelled`` are the ids of tasks cancelled by the shutdown
-    (queued or waiting for a retry); ``abandoned`` the ids of tasks still
-    running when the timeout expired (their threads are left to finish them).
-    ``complete`` is False when this call's timeout expired while a shutdown
-    started by another call was still in progress: the report is its state so far.
+    timeout. ``succeeded``, ``failed`` and ``cancelled_total`` count every
+    task of the worker's life; ``cancelled`` are the ids of the tasks the
+    shutdown itself cancelled (queued, waiting for a retry, or not yet queued
+    by a background batch); ``abandoned`` the ids of tasks still running when
+    the timeout expired (their threads are left to finish them).
+    ``failures`` pairs the id and the error (``"Type: message"``) of each
+    failed task the worker still remembers (the last ``history_size`` tasks).
+    ``complete`` is False while the shutdown is still in progress: when this
+    call's timeout expired while a shutdown started by another call went on,
+    or when it was called from inside a task (it completes when that task
+    returns; `NeonWorker.shutdown_report` then holds the final report).
     """
 
     clean: bool
@@ -178,14 +186,22 @@ class ShutdownReport:
     cancelled: tuple[Hashable, ...]
     abandoned: tuple[Hashable, ...]
     complete: bool = True
+    cancelled_total: int = 0
+    failures: tuple[tuple[Hashable, str], ...] = ()
 
     def __str__(self) -> str:
         if not self.complete:
             head = "shutdown still in progress"
         else:
             head = "clean shutdown" if self.clean else "shutdown timed out"
-        return (f"{head} in {self.elapsed:.2f}s: {self.succeeded} succeeded, {self.failed} failed, "
-                f"{len(self.cancelled)} cancelled, {len(self.abandoned)} abandoned while running")
+        text = (f"{head} in {self.elapsed:.2f}s: {self.succeeded} succeeded, {self.failed} "
+                f"failed, {self.cancelled_total} cancelled ({len(self.cancelled)} by the "
+                f"shutdown), {len(self.abandoned)} abandoned while running")
+        if self.failures:
+            shown = "; ".join(f"{_safe_repr(tid)}: {err}" for tid, err in self.failures[:5])
+            more = len(self.failures) - 5
+            text += f"\nfailed: {shown}" + (f"; and {more} more" if more > 0 else "")
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,23 +319,55 @@ _worker_names = itertools.count()
 
 
 class NeonWorker:
-    """A thread-safe background worker with a bounded priority queue.
+    """A thread-safe background worker: a bounded priority queue and a pool of threads.
 
-    Every public method is safe to call from any thread, including from inside
-    a task and from widget callbacks. Settings not given here come from
-    `neon_nb.get_config()` and follow later `update_config()` calls; settings
+    Example::
+
+        from neon_nb import NeonWorker, Task
+
+        worker = NeonWorker(max_workers=4, queue_size=100)
+        worker.start()                      # optional: the first task starts it too
+        fut = worker.add_task(Task("t1", pow, (2, 10), priority=1))
+        print(fut.result())                 # 1024
+        worker.submit(print, "hello")       # or a plain callable
+        worker.shutdown(timeout=30)         # bounded; returns a ShutdownReport
+
+    A worker starts its threads with ``start()``, or on its first task if
+    ``start()`` was not called (``pause()`` first to queue tasks without
+    running them). Higher ``priority`` runs first; FIFO among equals.
+
+    Settings (see `WorkerConfig` for each): those not given here come from
+    `neon_nb.get_config()` and follow later `update_config()` calls; those
     given here are pinned for this worker (change them with `configure`).
+    ``name`` prefixes thread names (``neon-worker_0``...). ``backend``:
+    ``"threads"`` (default), ``"processes"``, ``"dask"``, a scheduler
+    address, a ``distributed.Client`` or a `neon_nb.backends.Backend`;
+    scheduling stays here whatever the backend. ``retry_on``: which
+    exceptions are retried (exception types, or a predicate).
+    ``exit_timeout``: how long the exit hook waits for this worker at
+    interpreter exit (default: ``shutdown_timeout``; None: everything).
 
-    Parameters: see `WorkerConfig` for the settings. ``name`` prefixes thread
-    names (``neon-worker_0``...). ``backend`` chooses where tasks execute:
-    ``"threads"`` (default), ``"processes"`` or ``"dask"`` (see
-    `neon_nb.backends`); scheduling stays here whatever the backend.
+    Every public method is safe to call from any thread, including from
+    inside a task and from callbacks (see the README's Guarantees).
     """
 
     def __init__(self, max_workers: int | None = None, queue_size: int | None = None, *,
-                 name: str | None = None, backend: Any = "threads", exit_timeout: Any = "config",
-                 retry_on: Any = (Exception,), **settings: Any) -> None:
-        pinned = dict(settings)
+                 name: str | None = None, backend: Any = "threads",
+                 shutdown_timeout: float | None = None, log_level: str | None = None,
+                 retry_attempts: int | None = None, retry_delay: float | None = None,
+                 health_check_interval: float | None = None, enable_metrics: bool | None = None,
+                 retry_backoff: float | None = None, retry_max_delay: float | None = None,
+                 retry_jitter: float | None = None, history_size: int | None = None,
+                 stuck_task_threshold: float | None = None,
+                 exit_timeout: float | _FromConfig | None = FROM_CONFIG,
+                 retry_on: Any = (Exception,)) -> None:
+        given = {"shutdown_timeout": shutdown_timeout, "log_level": log_level,
+                 "retry_attempts": retry_attempts, "retry_delay": retry_delay,
+                 "health_check_interval": health_check_interval, "enable_metrics": enable_metrics,
+                 "retry_backoff": retry_backoff, "retry_max_delay": retry_max_delay,
+                 "retry_jitter": retry_jitter, "history_size": history_size,
+                 "stuck_task_threshold": stuck_task_threshold}
+        pinned = {k: v for k, v in given.items() if v is not None}
         if max_workers is not None:
             pinned["max_workers"] = max_workers
         if queue_size is not None:
@@ -333,10 +381,13 @@ class NeonWorker:
         if not isinstance(name, str) or not name:
             raise TypeError(f"name must be a non-empty str, got {name!r}")
         self.name = name
-        if exit_timeout != "config" and exit_timeout is not None and not (
+        if exit_timeout == "config":  # the spelling of earlier versions
+            exit_timeout = FROM_CONFIG
+        if exit_timeout is not FROM_CONFIG and exit_timeout is not None and not (
                 type(exit_timeout) in (int, float) and exit_timeout >= 0):
-            raise ValueError(f"exit_timeout must be 'config', None (wait for everything) or a "
-                             f"number >= 0, got {exit_timeout!r}")
+            raise ValueError(f"exit_timeout must be None (wait for everything) or a number of "
+                             f"seconds >= 0 (default: the shutdown_timeout setting), got "
+                             f"{exit_timeout!r}")
         self._exit_timeout = exit_timeout
         check_retry_on(retry_on, "retry_on")
         self._retry_on = retry_on
@@ -367,6 +418,12 @@ class NeonWorker:
         # dropped lazily, and compacted away when they outnumber the live ones.
         self._dead_queued = 0
         self._dead_retry = 0
+        self._failures_logged = itertools.count()
+        # Background batches: records accepted but not yet queued, in order, fed by a
+        # feeder thread as room allows (see add_tasks(background=True)).
+        self._backlog: deque[_Record] = deque()
+        self._backlog_futures: dict[TaskFuture, _Record] = {}
+        self._feeder: threading.Thread | None = None
 
         self._queued = 0
         self._running = 0
@@ -442,6 +499,9 @@ class NeonWorker:
             return  # never started: it can be started in the child as usual
         self._forked_from = os.getppid()
         self._closed = self._stopping = True
+        self._backlog.clear()
+        self._backlog_futures.clear()
+        self._feeder = None
         self._threads.clear()
         self._crashed.clear()
         self._monitor = None
@@ -501,6 +561,7 @@ class NeonWorker:
 
     @property
     def state(self) -> str:
+        """``"created"``, ``"running"``, ``"paused"``, ``"shutting_down"`` or ``"stopped"``."""
         return self._state
 
     @property
@@ -579,8 +640,17 @@ class NeonWorker:
             keys[i] = next((k for k in known[h] if _same_id(k.id, tid)), None) or _IdKey(tid, h)
         return keys
 
+    def _start_on_first_task(self) -> None:
+        """A worker nobody started starts with its first task (a forgotten start() once hung)."""
+        if self._state == WorkerState.CREATED:
+            try:
+                self.start()
+            except WorkerShutdownError:
+                pass  # shut down meanwhile: the submission reports it
+
     def _add(self, rec: _Record, deadline: float | None) -> TaskFuture:
         fut: TaskFuture = rec.future  # type: ignore[assignment]  # the record drops it when done
+        self._start_on_first_task()
         with self._lock:
             problem = self._admit_locked(rec, deadline)
             if problem is None:
@@ -634,8 +704,8 @@ class NeonWorker:
         return QueueFullError(f"queue stayed full ({queued}/{size} tasks) for the whole timeout "
                               f"(task {tid}, {n} not queued)")
 
-    def add_tasks(self, tasks: Iterable[Task], block: bool = True,
-                  timeout: float | None = None) -> list[TaskFuture]:
+    def add_tasks(self, tasks: Iterable[Task], block: bool = True, timeout: float | None = None, *,
+                  background: bool = False) -> list[TaskFuture]:
         """Queue many tasks at once; cheaper per task than a loop of `add_task`.
 
         The whole batch is validated first (types, and ids unique within the
@@ -645,11 +715,26 @@ class NeonWorker:
         with ``.submitted`` (futures of the tasks already queued, which run
         normally) and ``.remaining`` (the tasks that were not queued).
         Returns the futures in the order of ``tasks``. Thread-safe.
+
+        ``background=True`` returns at once, however full the queue: what does
+        not fit now waits in the worker's backlog and enters the queue in order
+        as room frees, fed by a thread of the worker (the bounded queue still
+        holds the workers back; only the caller is not). Use it in a notebook
+        cell so that a large batch does not keep the cell busy.
+        ``get_status()["backlog_tasks"]`` counts the tasks waiting to enter;
+        cancelling one's future withdraws it; `cancel_pending` and a shutdown
+        cancel them all. A task whose id is live again when its turn comes
+        fails with `DuplicateTaskError`.
         """
         tasks = _as_list("tasks", tasks)
+        if not isinstance(background, bool):
+            raise TypeError(f"background must be True or False, got {background!r}")
         deadline = deadline_of(block, timeout)
         recs = self._records_for_batch(tasks)
         futures: list[TaskFuture] = [r.future for r in recs]  # type: ignore[misc]
+        self._start_on_first_task()
+        if background:
+            return self._add_in_background(recs, futures, tasks)
         with self._lock:
             done, woken, problem, culprit = self._enqueue_batch_locked(recs, deadline)
         put = self._tokens.put
@@ -659,6 +744,130 @@ class NeonWorker:
             self._after_emit()
         if problem is not None:
             raise self._batch_error(problem, culprit or recs[0], futures, tasks, done)
+        return futures
+
+    def _add_in_background(self, recs: list[_Record], futures: list[TaskFuture],
+                           tasks: list[Task]) -> list[TaskFuture]:
+        feeder = None
+        with self._lock:
+            problem, done = self._backlog_batch_locked(recs)
+            if problem is None and self._backlog and self._feeder is None:
+                feeder = self._feeder = threading.Thread(target=self._feed,
+                                                         name=f"{self.name}-feeder", daemon=True)
+        if problem is not None:
+            raise self._batch_error(problem, problem[-1], futures, tasks, 0)
+        for _ in range(done):
+            self._tokens.put(_ITEM)
+        if feeder is not None:
+            feeder.start()
+        if done and self._inline_subs:
+            self._after_emit()
+        return futures
+
+    def _backlog_batch_locked(self, recs: list[_Record]) -> tuple[tuple | None, int]:
+        """Queue what fits of a background batch, put the rest in the backlog: (problem, queued)."""
+        if self._closed:
+            return ("closed", recs[0]), 0
+        dup = next((r for r in recs if r.key in self._live), None)
+        if dup is not None:
+            return ("duplicate", self._live[dup.key].state.value, dup), 0
+        size = self._config.queue_size
+        room = len(recs) if not size else max(0, size - self._queued)
+        n = 0 if self._backlog_futures else min(room, len(recs))  # behind an earlier backlog
+        self._enqueue_many_locked(recs[:n])
+        for rec in recs[n:]:
+            fut: TaskFuture = rec.future  # type: ignore[assignment]
+            fut._canceller = self._cancel_backlogged
+            self._backlog_futures[fut] = rec
+            self._backlog.append(rec)
+        return None, n
+
+    def _feed(self) -> None:
+        """The feeder thread: move backlog records into the queue, in order, as room frees."""
+        while True:
+            with self._lock:
+                batch, clashes = self._take_backlog_locked()
+                if batch is None:
+                    self._feeder = None
+                    return
+                self._enqueue_many_locked(batch)
+            for _ in batch:
+                self._tokens.put(_ITEM)
+            self._after_cancel(clashes)  # their done callbacks, then inline deliveries
+
+    def _take_backlog_locked(self) -> tuple[list[_Record] | None, list[TaskFuture]]:
+        """Wait for room, then take what fits from the backlog; (None, []) when there is nothing."""
+        while True:
+            if self._closed or not self._backlog_futures:
+                self._backlog.clear()  # only withdrawn records can be left
+                return None, []
+            size = self._config.queue_size
+            room = len(self._backlog) if not size else size - self._queued
+            if room > 0:
+                break
+            self._put_waiters += 1
+            try:
+                self._not_full.wait()
+            finally:
+                self._put_waiters -= 1
+        batch: list[_Record] = []
+        clashes: list[TaskFuture] = []
+        keys: set[Hashable] = set()
+        while self._backlog and len(batch) < room:
+            rec = self._backlog.popleft()
+            fut: TaskFuture = rec.future  # type: ignore[assignment]
+            if self._backlog_futures.pop(fut, None) is None:
+                continue  # withdrawn (cancelled) while it waited
+            if rec.key in self._live or rec.key in keys:
+                fut._set_exception_locked(DuplicateTaskError(
+                    "a task with the same id was still live when this task of a background batch "
+                    "was to enter the queue"))
+                clashes.append(fut)
+                continue
+            keys.add(rec.key)
+            fut._canceller = self._cancel_future
+            batch.append(rec)
+        return batch, clashes
+
+    def _cancel_backlogged(self, fut: TaskFuture) -> bool:
+        # TaskFuture.cancel() of a task still in the backlog lands here.
+        with self._lock:
+            rec = self._backlog_futures.pop(fut, None)
+            if rec is not None:
+                self._withdraw_locked(rec)
+        if rec is None:  # it entered the queue meanwhile
+            return self._cancel_future(fut)
+        self._after_cancel([fut])
+        return True
+
+    def _withdraw_locked(self, rec: _Record) -> None:
+        """A backlog record leaves without entering the queue: submitted and cancelled at once."""
+        now = _now()
+        rec.seq = next(self._seq)
+        rec.submitted_at = rec.enqueued_at = rec.finished_at = now
+        rec.state = CANCELLED
+        self._submitted += 1
+        self._cancelled += 1
+        if self._closed:
+            self._shutdown_cancelled.append(rec.id)
+        if self._subs:
+            self._emit_locked(EventKind.TASK_SUBMITTED, rec)
+            self._emit_locked(EventKind.TASK_CANCELLED, rec)
+        fut = rec.future
+        if type(rec.key) is _IdKey:
+            self._index_key_locked(rec.key)  # so that get_task_status finds it by value
+        self._remember_locked(rec)
+        fut._set_cancelled_locked()  # type: ignore[union-attr]
+        if len(self._live) + len(self._backlog_futures) <= self._inside_waiters:
+            self._all_done.notify_all()
+
+    def _withdraw_backlog_locked(self) -> list[TaskFuture]:
+        futures = list(self._backlog_futures)
+        recs = list(self._backlog_futures.values())
+        self._backlog_futures.clear()
+        for rec in recs:
+            self._withdraw_locked(rec)
+        self._not_full.notify_all()  # the feeder: nothing left to feed
         return futures
 
     def _records_for_batch(self, tasks: list[Task]) -> list[_Record]:
@@ -723,12 +932,14 @@ class NeonWorker:
                                    remaining=tasks[done:])
 
     def map(self, fn: Callable[..., Any], params: Iterable[Any], *, priority: int | Callable = 0,
-            id_prefix: str | None = None, star: bool = False, **task_options: Any) -> list[TaskFuture]:
+            id_prefix: str | None = None, star: bool = False, background: bool = False,
+            **task_options: Any) -> list[TaskFuture]:
         """Queue ``fn(p)`` for each ``p`` in ``params`` as one batch; return the futures.
 
         ``priority`` is an int or a function of the parameter. With ``star=True``
         each ``p`` is unpacked: ``fn(*p)``. ``task_options`` are `Task` retry
         overrides. Ids are ``f"{id_prefix}{i}"`` (a unique prefix by default).
+        ``background``: as for `add_tasks`, return at once even if the queue is full.
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__} {fn!r}")
@@ -740,7 +951,7 @@ class NeonWorker:
             prio = priority(p) if callable(priority) else priority
             args = tuple(p) if star else (p,)
             tasks.append(Task(f"{prefix}{i}", fn, args, priority=prio, **task_options))
-        return self.add_tasks(tasks)
+        return self.add_tasks(tasks, background=background)
 
     def _wait_for_room_locked(self, deadline: float | None) -> tuple | None:
         """Wait until the queue has room; None, or the problem that ended the wait."""
@@ -1059,9 +1270,7 @@ class NeonWorker:
             if retry is not None:
                 logger.info("task %r failed on attempt %d (%s); retry in %.3fs", *retry)
             elif failure is not None:
-                tid, attempts, error, exc = failure
-                logger.warning("task %r failed after %d attempt(s): %s", tid, attempts, error,
-                               exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None)
+                self._log_failure(*failure)
             if fut is not None and fut._done_callbacks:
                 fut._invoke_callbacks()
             if self._inline_subs:
@@ -1072,6 +1281,19 @@ class NeonWorker:
                                  self.name)
             except BaseException:  # a hostile log handler: nothing left to tell
                 pass
+
+    def _log_failure(self, tid: Hashable, attempts: int, error: str, exc: BaseException) -> None:
+        # A final failure is a WARNING: with no logging configured, Python's last-resort
+        # handler prints it on stderr, so a failing script does not fail silently. After
+        # the first few, a flood of failures goes on at DEBUG (the tasks and the shutdown
+        # report still list every one).
+        n = next(self._failures_logged)  # atomic: exactly one thread sees each number
+        level = logging.WARNING if n < _FULL_FAILURE_LOGS else logging.DEBUG
+        logger.log(level, "task %r failed after %d attempt(s): %s", tid, attempts, error,
+                   exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None)
+        if n == _FULL_FAILURE_LOGS - 1:
+            logger.warning("worker %s: further task failures are logged at DEBUG level; "
+                           "worker.tasks('failed') and the shutdown report list them", self.name)
 
     def _retry_delay_locked(self, rec: _Record) -> float | None:
         """Seconds until the next attempt of a retryable failure, or None if it is final."""
@@ -1096,8 +1318,16 @@ class NeonWorker:
 
     def _finish_locked(self, rec: _Record) -> None:
         """Move a terminal record from the live table to the bounded history."""
+        del self._live[rec.key]
+        self._remember_locked(rec)
+        if len(self._live) + len(self._backlog_futures) <= self._inside_waiters:
+            self._all_done.notify_all()
+            if not self._live and self._closed:
+                self._stop_threads_locked()
+
+    def _remember_locked(self, rec: _Record) -> None:
+        """Keep a terminal record in the bounded history (for get_task_status and tasks())."""
         key = rec.key
-        del self._live[key]
         rec.fn = rec.args = rec.kwargs = None  # a finished task keeps no reference to them
         rec.future = None
         limit = self._config.history_size
@@ -1109,10 +1339,6 @@ class NeonWorker:
                 self._forget_key_locked(hist.popitem(last=False)[0])
         else:
             self._forget_key_locked(key)
-        if len(self._live) <= self._inside_waiters:
-            self._all_done.notify_all()
-            if not self._live and self._closed:
-                self._stop_threads_locked()
 
     # ================================================================== lending
     def _lend_locked(self) -> bool:
@@ -1240,8 +1466,8 @@ class NeonWorker:
         with self._lock:
             if final:
                 self._cancel_on_close = True
+            futures = self._withdraw_backlog_locked()
             recs = [r for r in self._live.values() if r.state is QUEUED or r.state is RETRY_WAIT]
-            futures = []
             for rec in recs:
                 fut = self._cancel_locked(rec)
                 if fut is not None:
@@ -1262,7 +1488,9 @@ class NeonWorker:
         start); ``completed_tasks`` (finished successfully);
         ``failed_tasks`` (failed for good, retries exhausted);
         ``cancelled_tasks``; ``retried_tasks`` (retries scheduled, one per
-        retry); ``uptime_s`` (seconds since `start`, 0 before).
+        retry); ``backlog_tasks`` (accepted by a background batch, not yet
+        queued: not counted as submitted until they enter the queue);
+        ``uptime_s`` (seconds since `start`, 0 before).
         ``submitted = queued + running + retry_waiting + completed + failed + cancelled``
         holds at every instant.
         """
@@ -1281,6 +1509,7 @@ class NeonWorker:
                 "failed_tasks": self._failed,
                 "cancelled_tasks": self._cancelled,
                 "retried_tasks": self._retried,
+                "backlog_tasks": len(self._backlog_futures),
                 "uptime_s": 0.0 if self._started_at is None else _now() - self._started_at,
             }
 
@@ -1349,11 +1578,12 @@ class NeonWorker:
         inside = self._in_task_locked()
         if inside:
             self._inside_waiters += 1
-            if len(self._live) <= self._inside_waiters:
+            if len(self._live) + len(self._backlog_futures) <= self._inside_waiters:
                 self._all_done.notify_all()  # the other in-task waiters may be done now
         lent = self._lend_locked()
         try:
-            while len(self._live) > (self._inside_waiters if inside else 0):
+            while len(self._live) + len(self._backlog_futures) > (
+                    self._inside_waiters if inside else 0):
                 if not bounded_wait(self._all_done, deadline):
                     return False
             return True
@@ -1388,6 +1618,7 @@ class NeonWorker:
 
     @property
     def paused(self) -> bool:
+        """True between `pause` and `resume`: queued tasks wait, running ones go on."""
         return self._paused
 
     def resize(self, max_workers: int) -> None:
@@ -1463,7 +1694,7 @@ class NeonWorker:
         self._metrics_pending = self.metrics.pending
 
     # ================================================================ shutdown
-    def shutdown(self, timeout: float | str | None = "config", cancel_pending: bool = False,
+    def shutdown(self, timeout: float | _FromConfig | None = FROM_CONFIG, cancel_pending: bool = False,
                  wait: bool = True) -> ShutdownReport | None:
         """Stop accepting tasks, let running ones finish, and run or cancel the queue.
 
@@ -1483,15 +1714,16 @@ class NeonWorker:
         report with ``complete=False``: the shutdown completes when the calling
         task returns, and `shutdown_report` then holds the final report.
         """
-        if timeout == "config":
+        if timeout is FROM_CONFIG or timeout == "config":  # (the spelling of earlier versions)
             timeout = self._config.shutdown_timeout
         check_timeout("timeout", timeout)
         t_begin = _now()
         with self._lock:
             first = not self._closed
             never_started = first and self._begin_shutdown_locked(t_begin, timeout, cancel_pending)
+            withdrawn = self._withdraw_backlog_locked() if first else []
             inside = self._in_task_locked()
-        self._after_emit()
+        self._after_cancel(withdrawn)
         if not first:
             return self._join_shutdown(t_begin, timeout, wait, inside)  # type: ignore[arg-type]
         if cancel_pending or never_started:
@@ -1598,19 +1830,21 @@ class NeonWorker:
             report = ShutdownReport(
                 clean=not abandoned, elapsed=_now() - t_begin, timeout=timeout,
                 succeeded=self._succeeded, failed=self._failed,
-                cancelled=tuple(self._shutdown_cancelled), abandoned=abandoned)
+                cancelled=tuple(self._shutdown_cancelled), abandoned=abandoned,
+                cancelled_total=self._cancelled, failures=self._failures_locked())
             self._report = report
             self._emit_locked(EventKind.WORKER_STOPPED, detail=report)
             subs = self._subs
-            monitor = self._monitor
+            helpers = [t for t in (self._monitor, self._feeder) if t is not None]
         for s in subs:
             s._close(drain=True)
         self._after_emit()
         for s in subs:
             if s.mode == "inline":
                 s.flush()
-        if monitor is not None and monitor is not me and monitor.ident:
-            monitor.join(_bounded(left()))  # shutdown(wait=True) leaves no thread of ours behind
+        for t in helpers:  # shutdown(wait=True) leaves no thread of ours behind
+            if t is not me and t.ident:
+                t.join(_bounded(left()))
         _live_workers.discard(self)
         config_manager().remove_listener(self)
         self._shutdown_done.set()
@@ -1635,13 +1869,17 @@ class NeonWorker:
             return ShutdownReport(
                 clean=caller is not None and not running, elapsed=_now() - started,
                 timeout=timeout, succeeded=self._succeeded, failed=self._failed,
-                cancelled=tuple(self._shutdown_cancelled), abandoned=running, complete=False)
+                cancelled=tuple(self._shutdown_cancelled), abandoned=running, complete=False,
+                cancelled_total=self._cancelled, failures=self._failures_locked())
+
+    def _failures_locked(self) -> tuple[tuple[Hashable, str], ...]:
+        return tuple((r.id, r.error or "") for r in self._history.values() if r.state is FAILED)
 
     def _exit_shutdown(self) -> None:
         if self._closed and self._shutdown_done.is_set():
             return
         t = self._exit_timeout
-        timeout = self._config.shutdown_timeout if t == "config" else t
+        timeout = self._config.shutdown_timeout if t is FROM_CONFIG else t
         report = self.shutdown(timeout=timeout)
         if report is not None and not report.clean:
             logger.warning("interpreter exit: worker %s %s", self.name, report)

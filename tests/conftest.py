@@ -16,6 +16,7 @@ is only for state that has no event to wait on (a thread exiting, the monitor's 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -70,6 +71,7 @@ def _every_task_accounted_for(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     futures: weakref.WeakSet = weakref.WeakSet()  # every future a worker handed out
 
     def tracking(method):
+        @functools.wraps(method)
         def call(self, *args, **kwargs):
             try:
                 out = method(self, *args, **kwargs)

@@ -74,7 +74,7 @@ CASES = [
     # --- construction (nothing is started, nothing leaks)
     ("worker-max-workers", lambda w: NeonWorker(max_workers=0), ConfigError, "max_workers"),
     ("worker-queue-size", lambda w: NeonWorker(queue_size=-1), ConfigError, "queue_size"),
-    ("worker-unknown-setting", lambda w: NeonWorker(max_wrkers=4), ConfigError, "max_wrkers"),
+    ("worker-unknown-setting", lambda w: NeonWorker(max_wrkers=4), TypeError, "max_wrkers"),
     ("worker-name", lambda w: NeonWorker(name=""), TypeError, "name"),
     ("worker-retry-on", lambda w: NeonWorker(retry_on=42), TypeError, "retry_on"),
     ("worker-exit-timeout", lambda w: NeonWorker(exit_timeout=-1), ValueError, "exit_timeout"),

@@ -567,6 +567,7 @@ def test_cancelled_queued_tasks_do_not_accumulate(make_worker):
 
 
 def test_cancelled_retry_waiting_tasks_do_not_accumulate(make_worker):
+    update_config(log_level="WARNING")  # retries are INFO records, which pytest keeps
     w = make_worker(max_workers=2, queue_size=0, history_size=100, enable_metrics=False,
                     retry_attempts=1, retry_delay=1000)
 

@@ -1150,12 +1150,12 @@ def test_shutdown_validates_its_timeout_before_closing(worker):
     assert worker.submit(noop, 1).result(timeout=WAIT) == (1,)
 
 
-def test_shutdown_of_a_never_started_worker_settles_its_queue(make_worker):
+def test_shutdown_of_a_never_started_worker_is_immediate(make_worker):
     w = make_worker(max_workers=1, start=False)
-    fut = w.submit(noop)
     report = w.shutdown(timeout=1)
-    assert fut.done()
-    assert fut.cancelled() and report.cancelled == (fut.task_id,)
+    assert report.clean and report.cancelled == () and w.state == "stopped"
+    with pytest.raises(WorkerShutdownError):
+        w.submit(noop)  # the first task does not start a worker that was shut down
 
 
 def test_shutdown_with_a_huge_timeout(make_worker, gate):
