@@ -1,6 +1,7 @@
 # One command each on a fresh machine: every target bootstraps its venv on first use.
 #
 #   make lab     JupyterLab on notebooks/            make demo    the headless demo
+#                (PORT=8888, IP=localhost; as root it adds --allow-root)
 #   make test    lint + core tests + notebooks + browser tests (what CI runs)
 #   make bench   the benchmarks (python -m benchmarks; QUICK=1 for a smoke run)
 #
@@ -16,10 +17,23 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)-$(shell cat pyproject.toml | md5sum | cut
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 PY313  ?= /root/.pyenv/versions/3.13.0/bin/python
 
+# `make lab`: where JupyterLab listens. IP=0.0.0.0 listens on every interface (reachable from
+# other machines: anyone with the token can run code). port_retries=0: a busy port is an error,
+# not a silent move to another port that the printed SSH line would not match.
+PORT   ?= 8888
+IP     ?= localhost
+# --allow-root only when run as root (containers, cloud VMs, CI): Jupyter refuses root otherwise.
+# --no-browser on Linux without a display: a headless machine has no browser to open.
+LAB_FLAGS = --ServerApp.ip=$(IP) --ServerApp.port=$(PORT) --ServerApp.port_retries=0 \
+	$(if $(filter 0,$(shell id -u)),--allow-root) \
+	$(if $(filter Linux,$(shell uname -s)),$(if $(DISPLAY)$(WAYLAND_DISPLAY),,--no-browser))
+# The host an SSH tunnel forwards to: the listening address, or localhost for "every interface".
+LAB_HOST = $(if $(filter 0.0.0.0 ::,$(IP)),localhost,$(IP))
+
 # The core tests: everything but the browser suite. With EXTRAS=test (no ipywidgets, no dask)
-# the suites that need the notebook or dask extras are left out as well.
+# the suites that need the notebook or dask extras (and JupyterLab) are left out as well.
 ifeq ($(EXTRAS),test)
-CORE_TESTS ?= tests --ignore=tests/browser --ignore=tests/widgets --ignore=tests/backends
+CORE_TESTS ?= tests --ignore=tests/browser --ignore=tests/widgets --ignore=tests/backends --ignore=tests/lab
 else
 CORE_TESTS ?= tests --ignore=tests/browser
 endif
@@ -57,8 +71,15 @@ bench: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m neon_nb.demo
 
+# The token is chosen here (or taken from JUPYTER_TOKEN) so the URL can be printed before the
+# server's own log; `exec` makes Ctrl-C and signals reach JupyterLab itself.
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks
+	@token="$${JUPYTER_TOKEN:-$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(24))')}"; \
+	echo "JupyterLab on notebooks/ at  http://$(LAB_HOST):$(PORT)/lab?token=$$token"; \
+	echo "  Headless machine? On your own computer run:"; \
+	echo "      ssh -N -L $(PORT):$(LAB_HOST):$(PORT) $$(id -un)@$$(hostname -f 2>/dev/null || hostname)"; \
+	echo "  then open the URL above in its browser. Another port: make lab PORT=8890. Stop: Ctrl-C twice."; \
+	JUPYTER_TOKEN="$$token" exec $(BIN)/jupyter lab $(LAB_FLAGS) notebooks
 
 clean:
 	rm -rf .venv .venv313 .pytest_cache .ruff_cache build *.egg-info test-artifacts
