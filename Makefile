@@ -2,7 +2,8 @@
 #
 #   make lab     JupyterLab on notebooks/            make demo    the headless demo
 #                (PORT=8888, IP=localhost; as root it adds --allow-root)
-#   make test    lint + core tests + notebooks + browser tests (what CI runs)
+#   make test    lint + core tests + notebooks + browser tests (what CI runs; as root it
+#                installs Debian's chromium for the browser tests if it is missing)
 #   make bench   the benchmarks (python -m benchmarks; QUICK=1 for a smoke run)
 #
 # A second interpreter gets its own venv, e.g. the core tests on Python 3.13:
@@ -31,9 +32,9 @@ LAB_FLAGS = --ServerApp.ip=$(IP) --ServerApp.port=$(PORT) --ServerApp.port_retri
 LAB_HOST = $(if $(filter 0.0.0.0 ::,$(IP)),localhost,$(IP))
 
 # The core tests: everything but the browser suite. With EXTRAS=test (no ipywidgets, no dask)
-# the suites that need the notebook or dask extras (and JupyterLab) are left out as well.
+# the suites that need the notebook or dask extras, and the dev tooling, are left out as well.
 ifeq ($(EXTRAS),test)
-CORE_TESTS ?= tests --ignore=tests/browser --ignore=tests/widgets --ignore=tests/backends --ignore=tests/lab
+CORE_TESTS ?= tests --ignore=tests/browser --ignore=tests/widgets --ignore=tests/backends --ignore=tests/tooling
 else
 CORE_TESTS ?= tests --ignore=tests/browser
 endif
@@ -60,8 +61,12 @@ test-py313:
 test-notebooks: $(STAMP)
 	$(PYTEST) --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks
 
+# The browser tests drive Debian's chromium: installed first when run as root, otherwise a clear
+# failure naming the command to run. NEON_NB_REQUIRE_BROWSER=1: a missing browser fails the suite,
+# never a quiet skip.
 test-browser: $(STAMP)
-	$(PYTEST) tests/browser
+	.ci/install-chromium
+	NEON_NB_REQUIRE_BROWSER=1 $(PYTEST) tests/browser
 
 test: lint test-core test-notebooks test-browser
 

@@ -16,8 +16,9 @@ Recipe and pitfalls: ../shared/notes/browser-testing.md. In short:
 * ``open_lab`` (session): ``with open_lab(name) as lab:`` for a page shared by several tests, e.g. a
   module-scoped fixture that runs a notebook once and lets each test assert one thing.
 
-Without ``/usr/bin/chromium`` the browser tests skip, except under ``CI=true`` where they fail: CI must
-never report a missing browser as a pass.
+Without ``/usr/bin/chromium`` the browser tests skip, except under ``CI=true`` or
+``NEON_NB_REQUIRE_BROWSER=1`` (which ``make test-browser`` sets) where they fail: neither CI nor
+``make test`` may report a missing browser as a pass.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ SERVER_STOP_TIMEOUT = 30.0
 
 
 def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+    """CI=true, or NEON_NB_REQUIRE_BROWSER=1 (set by `make test-browser`): a missing browser fails."""
+    return any(os.environ.get(var, "").strip().lower() in {"1", "true", "yes"}
+               for var in ("CI", "NEON_NB_REQUIRE_BROWSER"))
 
 
 def _require_browser_deps() -> None:
@@ -83,7 +86,8 @@ def _require_browser_deps() -> None:
     if problems:
         message = "browser tests cannot run: " + "; ".join(problems)
         if _in_ci():
-            pytest.fail(message + " (CI=true: a missing browser is a failure, not a skip)", pytrace=False)
+            pytest.fail(message + " (CI=true or NEON_NB_REQUIRE_BROWSER=1: a missing browser is a "
+                        "failure, not a skip)", pytrace=False)
         pytest.skip(message)
 
 
