@@ -19,6 +19,8 @@ import pytest
 import neon_nb
 from neon_nb import install_signal_handlers
 
+from .background_python import python_ignoring_sigint
+
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 CHILD_TIMEOUT = 60
@@ -26,6 +28,10 @@ CHILD_TIMEOUT = 60
 PRELUDE = """
 import os, signal, sys, threading, time
 from neon_nb import NeonWorker, install_signal_handlers
+
+# Started with SIGINT ignored (as under `&` or nohup): restore Python's Ctrl-C handler, as a
+# terminal would have it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def start_paused_worker(n_tasks, **settings):
     # A paused worker with n_tasks queued: only a graceful shutdown (which resumes it to
@@ -39,10 +45,14 @@ def start_paused_worker(n_tasks, **settings):
 
 
 def run_child(tmp_path, body: str, sig: int | None, *, expect_ready: bool = True, then=None):
-    """Run PRELUDE + body; after its ``ready`` line send ``sig``; return (rc, stdout, stderr, secs)."""
+    """Run PRELUDE + body; after its ``ready`` line send ``sig``; return (rc, stdout, stderr, secs).
+
+    The child starts with SIGINT ignored, as under ``&`` or nohup; PRELUDE restores the default.
+    """
     script = tmp_path / "child.py"
     script.write_text(PRELUDE + textwrap.dedent(body))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+    # Always with SIGINT ignored at the start: a child must not depend on how pytest was started.
+    proc = subprocess.Popen(python_ignoring_sigint(str(script)), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         if expect_ready:

@@ -29,6 +29,7 @@ from neon_nb import (
     update_config,
 )
 
+from .background_python import python_ignoring_sigint
 from .conftest import WAIT, assert_counters_add_up, wait_until
 
 #: Allowed lateness of a bounded call (2 shared cores; the bound itself is the worker's promise).
@@ -1179,10 +1180,12 @@ def test_shutdown_with_a_huge_timeout(make_worker, gate):
 
 
 def test_ctrl_c_during_shutdown_does_not_leave_the_worker_half_shut_down(tmp_path):
-    # In a subprocess: the interrupt is a real SIGINT delivered to the main thread.
+    # In a subprocess: the interrupt is a real SIGINT delivered to the main thread. The child
+    # starts with SIGINT ignored (as under `&` or nohup) and restores Python's Ctrl-C handler.
     script = tmp_path / "interrupted.py"
     script.write_text(textwrap.dedent("""
         import os, signal, threading, time
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from neon_nb import NeonWorker
         w = NeonWorker(1, enable_metrics=False, shutdown_timeout=1.5).start()
         gate = threading.Event()
@@ -1199,8 +1202,8 @@ def test_ctrl_c_during_shutdown_does_not_leave_the_worker_half_shut_down(tmp_pat
         report = w.shutdown(timeout=1.5)   # tries again: the task is done, so this is quick
         print("second", w.state, report.complete, round(time.monotonic() - t0, 1), flush=True)
     """))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
-                         check=False)
+    out = subprocess.run(python_ignoring_sigint(str(script)), capture_output=True, text=True,
+                         timeout=60, check=False)
     assert "interrupted shutting_down" in out.stdout, out.stderr
     state, complete, secs = out.stdout.split("second ")[1].split()
     assert (state, complete) == ("stopped", "True")
