@@ -12,6 +12,7 @@ notebook comes back as itself, with the child's traceback as its
 from __future__ import annotations
 
 import importlib.util
+import logging
 import multiprocessing
 import pickle
 import threading
@@ -24,9 +25,12 @@ from typing import Any
 
 from .._errors import BackendUnavailableError, TaskPicklingError, WorkerLostError
 from ._base import Backend
+from ._main_guard import GUARD_HINT, main_guard_problem
 from ._support import check_picklable
 
 __all__ = ["ProcessBackend"]
+
+logger = logging.getLogger("neon_nb")
 
 _SERIALIZERS = ("auto", "cloudpickle", "pickle")
 
@@ -76,6 +80,15 @@ def _run_payload(payload: bytes, cloud: bool) -> bytes:
             f"process ({type(exc).__name__}: {exc}); return plain data instead"), None))
 
 
+def _ping() -> bool:
+    """In the child process: nothing. Proves that a fresh pool's processes can start."""
+    return True
+
+
+#: How long a probe waits for a fresh process to start before giving up on a diagnosis.
+_PROBE_TIMEOUT = 60.0
+
+
 def _default_context() -> str:
     # Not "fork": the parent has threads (worker threads, maybe an event loop), and forking a
     # multi-threaded process can deadlock the child (a lock held by another thread at the fork).
@@ -98,15 +111,20 @@ class ProcessBackend(Backend):
     ``mp_context``: a start method name or a multiprocessing context; by
     default ``"forkserver"`` (``"spawn"`` where there is none), never
     ``"fork"`` with live threads. As with the standard library, a script that
-    uses processes needs the ``if __name__ == "__main__":`` guard.
+    uses processes needs the ``if __name__ == "__main__":`` guard (each worker
+    process imports the main module): `start` raises `BackendUnavailableError`
+    naming the line when a script starts its worker outside it.
     ``max_tasks_per_child``: replace a process after that many tasks.
 
     A task that cannot be pickled fails at ``add_task`` with
     `TaskPicklingError`. A process that dies (killed, out of memory, a crash
     in C code) breaks the pool: its tasks raise `WorkerLostError` and are
-    retried under the retry policy on a fresh pool. At shutdown, tasks still
-    running after the timeout are stopped by terminating their processes, so
-    a hung task cannot block interpreter exit.
+    retried under the retry policy on a fresh pool. A pool whose processes
+    cannot even start (the main module fails when a child imports it) is not
+    retried: the task, and every later one, raises one `BackendUnavailableError`
+    that says so. At shutdown, tasks still running after the timeout are
+    stopped by terminating their processes, so a hung task cannot block
+    interpreter exit.
 
     One backend serves one worker at a time. Thread-safe.
     """
@@ -150,9 +168,17 @@ class ProcessBackend(Backend):
         self._draining: list[ProcessPoolExecutor] = []  # replaced pools still finishing tasks
         self._inflight = 0
         self._stopped = False
+        # Whether processes can start here: True once any task came back; an error once a fresh
+        # pool's probe broke (then every call raises it, and no pool is created again).
+        self._can_start: bool | BackendUnavailableError = False
+        self._probe_lock = threading.Lock()  # one diagnosis at a time; held while a probe runs
 
     # ------------------------------------------------------------- lifecycle
     def start(self, worker: Any) -> None:
+        """Bind to ``worker``; raise `BackendUnavailableError` if a script starts it unguarded."""
+        problem = main_guard_problem(self._context.get_start_method())
+        if problem is not None:
+            raise BackendUnavailableError(f"the processes backend cannot start here: {problem}")
         with self._lock:
             bound = None if self._worker is None else self._worker()
             if bound is not None and bound is not worker and not self._stopped:
@@ -210,12 +236,14 @@ class ProcessBackend(Backend):
                 out = fut.result()
             except BrokenProcessPool as exc:
                 self._discard(pool)
+                self._check_processes_start(exc)
                 raise WorkerLostError(
                     f"a worker process died while this task ran ({exc}); the task is retried on a "
                     f"fresh process pool under the retry policy") from exc
         finally:
             with self._lock:
                 self._inflight -= 1
+        self._can_start = True  # a task came back: this environment can start processes
         ok, value, tb = pickle.loads(out)
         if ok:
             return value
@@ -225,14 +253,53 @@ class ProcessBackend(Backend):
 
     def _submit(self, payload: bytes) -> tuple[ProcessPoolExecutor, Future]:
         for _ in range(5):
+            if isinstance(self._can_start, BackendUnavailableError):
+                raise self._can_start
             pool = self._pool()
             try:
                 return pool, pool.submit(_run_payload, payload, self._cloud)
-            except BrokenProcessPool:
+            except BrokenProcessPool as exc:
                 self._discard(pool)  # it broke before this task went in: use a fresh one
+                self._check_processes_start(exc)
             except RuntimeError:
                 pass  # shut down by a concurrent resize (or stop, which _pool() reports)
         raise BackendUnavailableError("the processes backend could not start a process pool")
+
+    def _check_processes_start(self, broken: BrokenProcessPool) -> None:
+        """After a pool broke: raise `BackendUnavailableError` if processes cannot start at all.
+
+        A pool breaks when one of its processes dies: killed while running a task
+        (a lost worker, retried), or exiting during start-up, before any task
+        (the main module fails in the child): retrying would only break pool
+        after pool. Unless a task has already come back, one fresh pool runs a
+        no-op to tell the two apart; if that breaks too, the error is kept and
+        raised by every later call, and no pool is created again.
+        """
+        if self._can_start is True:
+            return
+        with self._probe_lock:  # the other threads that saw the break wait for this diagnosis
+            if self._can_start is False:
+                self._can_start = self._probe(broken)
+        if isinstance(self._can_start, BackendUnavailableError):
+            raise self._can_start
+
+    def _probe(self, broken: BrokenProcessPool) -> bool | BackendUnavailableError:
+        pool = self._pool()
+        try:
+            pool.submit(_ping).result(timeout=_PROBE_TIMEOUT)
+        except BrokenProcessPool:
+            self._discard(pool)
+            error = BackendUnavailableError(
+                f"the processes backend cannot start worker processes: each new process exits while "
+                f"starting, before it runs any task (its own error is printed above, on stderr; the "
+                f"pool reported: {broken}). Most often the main module fails when a worker process "
+                f"imports it: {GUARD_HINT}, and make sure the module imports cleanly in a fresh "
+                f"process.")
+            logger.error("%s", error)
+            return error
+        except Exception:  # a slow start or a concurrent stop: no verdict, the task is retried
+            return False
+        return True
 
     def _pool(self) -> ProcessPoolExecutor:
         """The pool sized to the worker's current ``max_workers``; a new one after a resize."""
@@ -288,7 +355,8 @@ def _terminate_processes(pool: ProcessPoolExecutor) -> None:
     if terminate is not None:
         terminate()
         return
-    for p in list((getattr(pool, "_processes", None) or {}).values()):
+    procs: dict[int, Any] = getattr(pool, "_processes", None) or {}
+    for p in list(procs.values()):
         try:
             p.terminate()
         except Exception:  # pragma: no cover - already gone
