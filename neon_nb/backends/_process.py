@@ -346,8 +346,8 @@ class ProcessBackend(Backend):
 
 
 def _has_processes(pool: ProcessPoolExecutor) -> bool:
-    procs = getattr(pool, "_processes", None)
-    return bool(procs) and any(p.is_alive() for p in list(procs.values()))
+    procs: dict[int, Any] = getattr(pool, "_processes", None) or {}
+    return any(p.is_alive() for p in list(procs.values()))
 
 
 def _terminate_processes(pool: ProcessPoolExecutor) -> None:
