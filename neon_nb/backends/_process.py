@@ -49,7 +49,9 @@ class _RemoteTraceback(Exception):
 def _run_payload(payload: bytes, cloud: bool) -> bytes:
     """In the child process: run one task and return its outcome as bytes. Never raises.
 
-    The outcome is ``(True, result, None)`` or ``(False, exception, traceback_text)``.
+    The outcome is ``(True, result, None)``, or ``(False, pickled_exception, info)`` where
+    ``info`` is ``(type name, message, traceback text, pickling error)``, plain strings that
+    the parent can read even when it cannot rebuild the exception itself.
     """
     if cloud:
         import cloudpickle
@@ -60,24 +62,65 @@ def _run_payload(payload: bytes, cloud: bool) -> bytes:
     try:
         fn, args, kwargs = pickle.loads(payload)
     except BaseException as exc:  # reported to the parent, never fatal here
-        return dumps((False, TaskPicklingError(
-            f"the task could not be loaded in the worker process ({type(exc).__name__}: {exc}); "
-            f"its function's module must be importable there"), None))
+        return _failure(dumps, TaskPicklingError(
+            f"the task could not be loaded in the worker process ({type(exc).__name__}: "
+            f"{_message(exc)}); its function's module must be importable there"), None)
     try:
         value = fn(*args, **kwargs) if kwargs else fn(*args)
     except BaseException as exc:  # SystemExit too: it must not kill the process
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        try:
-            return dumps((False, exc, tb))
-        except Exception:
-            return dumps((False, RuntimeError(f"{type(exc).__name__}: {exc} (the exception itself "
-                                              f"could not be pickled)"), tb))
+        return _failure(dumps, exc, "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     try:
         return dumps((True, value, None))
     except Exception as exc:
-        return dumps((False, TaskPicklingError(
+        return _failure(dumps, TaskPicklingError(
             f"the task's result ({type(value).__name__}) cannot be pickled back from the worker "
-            f"process ({type(exc).__name__}: {exc}); return plain data instead"), None))
+            f"process ({type(exc).__name__}: {_message(exc)}); return plain data instead"), None)
+
+
+def _failure(dumps: Callable[[Any], bytes], exc: BaseException, tb: str | None) -> bytes:
+    """The outcome of a failed task; the exception is pickled apart, so its loss is not the info's."""
+    try:
+        blob, error = dumps(exc), None
+    except Exception as err:
+        blob, error = None, f"{type(err).__name__}: {_message(err)}"
+    return dumps((False, blob, (type(exc).__qualname__, _message(exc), tb, error)))
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a user's __str__ may raise; the message must still travel
+        return f"<str() of this {type(exc).__name__} raised>"
+
+
+def _outcome(out: bytes) -> Any:
+    """In the parent: the task's result, or raise its exception (or a `TaskPicklingError`)."""
+    try:
+        ok, value, info = pickle.loads(out)
+    except Exception as exc:  # only a result can fail here: a failure's info is plain strings
+        raise TaskPicklingError(
+            f"the task's result cannot be unpickled in this process ({type(exc).__name__}: "
+            f"{_message(exc)}); return plain data (built-in types, or instances of classes that "
+            f"pickle can rebuild here)") from exc
+    if ok:
+        return value
+    type_name, message, tb, error = info
+    if value is not None:
+        try:
+            remote = pickle.loads(value)
+        except Exception as err:
+            error = f"it cannot be unpickled in this process ({type(err).__name__}: {_message(err)})"
+        else:
+            if tb is not None:
+                remote.__cause__ = _RemoteTraceback(tb)
+            raise remote
+    else:
+        error = f"it cannot be pickled in the worker process ({error})"
+    raise TaskPicklingError(
+        f"the task raised {type_name}: {message}; that exception cannot be sent back as itself: {error}. "
+        f"pickle rebuilds an exception as type(exc)(*exc.args): an __init__ that takes other "
+        f"arguments than it passes to super().__init__() needs a __reduce__ method. The task's "
+        f"traceback in the worker process:\n{tb or '(none)'}")
 
 
 def _ping() -> bool:
@@ -244,12 +287,7 @@ class ProcessBackend(Backend):
             with self._lock:
                 self._inflight -= 1
         self._can_start = True  # a task came back: this environment can start processes
-        ok, value, tb = pickle.loads(out)
-        if ok:
-            return value
-        if tb is not None:
-            value.__cause__ = _RemoteTraceback(tb)
-        raise value
+        return _outcome(out)
 
     def _submit(self, payload: bytes) -> tuple[ProcessPoolExecutor, Future]:
         for _ in range(5):

@@ -78,3 +78,33 @@ def suicide_once(marker: str) -> str:
 def make_generator():
     """A result that cannot be pickled back to the parent."""
     return (i for i in range(3))
+
+
+class TwoArgError(Exception):
+    """An exception pickle cannot rebuild: unpickling calls ``TwoArgError(message)``, one argument short."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"code {code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+def raise_two_arg_error() -> None:
+    raise TwoArgError(42, "broken on purpose")
+
+
+def return_two_arg_error() -> TwoArgError:
+    """A result that pickles in the child but cannot be unpickled in the parent."""
+    return TwoArgError(7, "returned, not raised")
+
+
+class UnpicklableError(Exception):
+    """An exception that cannot even be pickled (it holds a generator)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.source = (i for i in range(3))
+
+
+def raise_unpicklable_error() -> None:
+    raise UnpicklableError("holds a generator")

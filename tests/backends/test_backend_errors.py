@@ -86,11 +86,44 @@ def test_plain_pickle_serializer_rejects_lambdas_at_add_task(make_worker):
     assert w.submit(bt.square, 4).result(timeout=30) == 16
 
 
-def test_result_that_cannot_be_pickled_back_fails_the_task(make_worker):
-    w = make_worker(1, backend=ProcessBackend(), retry_attempts=0)
+def test_result_that_cannot_be_pickled_back_fails_the_task_once(make_worker):
+    # Retries on: a TaskPicklingError is never retried (another attempt cannot fix it).
+    w = make_worker(1, backend=ProcessBackend(), retry_attempts=2, retry_delay=0.0)
     fut = w.add_task(Task("gen", bt.make_generator))
     with pytest.raises(TaskPicklingError, match=r"result .*generator.* cannot be pickled back"):
         fut.result(timeout=30)
+    assert w.get_task_status("gen").attempts == 1
+
+
+def test_result_that_cannot_be_unpickled_in_the_parent_fails_the_task_once(make_worker):
+    w = make_worker(1, backend=ProcessBackend(), retry_attempts=2, retry_delay=0.0)
+    fut = w.add_task(Task("unloadable", bt.return_two_arg_error))
+    with pytest.raises(TaskPicklingError, match=r"result cannot be unpickled in this process "
+                                                r"\(TypeError: .*missing 1 required positional"):
+        fut.result(timeout=30)
+    assert w.get_task_status("unloadable").attempts == 1
+
+
+@pytest.mark.parametrize(("task", "type_name", "message", "why"), [
+    (bt.raise_two_arg_error, "TwoArgError", "code 42: broken on purpose",
+     "it cannot be unpickled in this process (TypeError"),
+    (bt.raise_unpicklable_error, "UnpicklableError", "holds a generator",
+     "it cannot be pickled in the worker process (TypeError"),
+])
+def test_exception_that_cannot_travel_becomes_one_clear_pickling_error(make_worker, task, type_name,
+                                                                        message, why):
+    # Before: a confusing "TypeError: __init__() missing 1 required positional argument", retried.
+    w = make_worker(1, backend=ProcessBackend(), retry_attempts=2, retry_delay=0.0)
+    exc = w.add_task(Task("t", task)).exception(timeout=30)
+    assert type(exc) is TaskPicklingError
+    text = str(exc)
+    assert text.startswith(f"the task raised {type_name}: {message}; that exception cannot be sent "
+                           f"back as itself: {why}")
+    assert "__reduce__" in text  # the fix
+    # The child's traceback, as text: where it was raised.
+    assert "Traceback (most recent call last)" in text and f"in {task.__name__}" in text
+    assert w.get_task_status("t").attempts == 1
+    assert w.get_task_status("t").error.startswith("TaskPicklingError: the task raised")
 
 
 def test_remote_traceback_is_the_cause(make_worker):
