@@ -33,6 +33,8 @@ __all__ = ["ProcessBackend"]
 logger = logging.getLogger("neon_nb")
 
 _SERIALIZERS = ("auto", "cloudpickle", "pickle")
+#: How to get cloudpickle, which lambdas, closures and functions defined in a notebook need.
+CLOUDPICKLE_INSTALL = "pip install 'neon_nb[processes]'"
 
 
 class _RemoteTraceback(Exception):
@@ -62,9 +64,11 @@ def _run_payload(payload: bytes, cloud: bool) -> bytes:
     try:
         fn, args, kwargs = pickle.loads(payload)
     except BaseException as exc:  # reported to the parent, never fatal here
+        hint = "" if cloud else (f" (a function defined in a notebook or in the main script travels "
+                                 f"by value with cloudpickle: {CLOUDPICKLE_INSTALL})")
         return _failure(dumps, TaskPicklingError(
             f"the task could not be loaded in the worker process ({type(exc).__name__}: "
-            f"{_message(exc)}); its function's module must be importable there"), None)
+            f"{_message(exc)}); its function's module must be importable there{hint}"), None)
     try:
         value = fn(*args, **kwargs) if kwargs else fn(*args)
     except BaseException as exc:  # SystemExit too: it must not kill the process
@@ -149,7 +153,8 @@ class ProcessBackend(Backend):
     start on demand and are reused.
 
     ``serializer``: ``"auto"`` uses cloudpickle when installed (lambdas,
-    closures and functions defined in a notebook work) and the standard
+    closures and functions defined in a notebook work;
+    ``pip install 'neon_nb[processes]'`` installs it) and the standard
     pickle otherwise (module-level functions only); or force either.
     ``mp_context``: a start method name or a multiprocessing context; by
     default ``"forkserver"`` (``"spawn"`` where there is none), never
@@ -182,7 +187,11 @@ class ProcessBackend(Backend):
         cloud = serializer == "cloudpickle" or (
             serializer == "auto" and importlib.util.find_spec("cloudpickle") is not None)
         if cloud:
-            import cloudpickle  # ImportError here names the missing package
+            try:
+                import cloudpickle
+            except ImportError as exc:
+                raise ImportError(
+                    f"serializer='cloudpickle' needs cloudpickle: {CLOUDPICKLE_INSTALL}") from exc
 
             self._dumps: Callable[[Any], bytes] = cloudpickle.dumps
             self._pickler: type[pickle.Pickler] = cloudpickle.CloudPickler
@@ -262,9 +271,9 @@ class ProcessBackend(Backend):
             hint = ("Pass only picklable arguments and closures (not locks, open files, sockets or "
                     "generators); create such objects inside the task.")
         else:
-            hint = ("Define the function at module level (install cloudpickle for lambdas, closures "
-                    "and notebook functions) and pass only picklable arguments (not locks, open "
-                    "files, sockets or generators).")
+            hint = (f"Define the function at module level (lambdas, closures and notebook functions "
+                    f"need cloudpickle: {CLOUDPICKLE_INSTALL}) and pass only picklable arguments "
+                    f"(not locks, open files, sockets or generators).")
         check_picklable(self._pickler, "processes", task_id, fn, args, kwargs, hint)
 
     # ------------------------------------------------------------- execution

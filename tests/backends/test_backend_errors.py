@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -79,11 +80,40 @@ def test_lambdas_and_local_functions_run_out_of_process(make_worker, remote):
     assert w.submit(local, 1).result(timeout=30) == 11
 
 
+INSTALL_CLOUDPICKLE = "pip install 'neon_nb[processes]'"
+
+
 def test_plain_pickle_serializer_rejects_lambdas_at_add_task(make_worker):
     w = make_worker(1, backend=ProcessBackend(serializer="pickle"))
-    with pytest.raises(TaskPicklingError, match=r"task 'lam'.*module level"):
+    with pytest.raises(TaskPicklingError, match=r"task 'lam'.*module level") as ei:
         w.add_task(Task("lam", lambda: 1))
+    assert f"need cloudpickle: {INSTALL_CLOUDPICKLE})" in str(ei.value)  # the command to run
     assert w.submit(bt.square, 4).result(timeout=30) == 16
+
+
+def _defined_in_main() -> str:
+    return "ran"
+
+
+def test_a_main_module_function_that_the_child_cannot_load_names_the_install(make_worker, monkeypatch):
+    # As a function defined in a notebook: plain pickle sends it by reference to __main__, where
+    # the worker process does not have it.
+    import __main__
+
+    monkeypatch.setattr(_defined_in_main, "__module__", "__main__")
+    monkeypatch.setattr(_defined_in_main, "__qualname__", "neon_nb_test_function")
+    monkeypatch.setattr(__main__, "neon_nb_test_function", _defined_in_main, raising=False)
+    w = make_worker(1, backend=ProcessBackend(serializer="pickle"), retry_attempts=0)
+    exc = w.submit(_defined_in_main).exception(timeout=30)
+    assert isinstance(exc, TaskPicklingError)
+    assert str(exc).startswith("the task could not be loaded in the worker process")
+    assert f"travels by value with cloudpickle: {INSTALL_CLOUDPICKLE}" in str(exc)
+
+
+def test_cloudpickle_serializer_without_cloudpickle_names_the_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cloudpickle", None)  # what a missing package looks like
+    with pytest.raises(ImportError, match=re.escape(f"needs cloudpickle: {INSTALL_CLOUDPICKLE}")):
+        ProcessBackend(serializer="cloudpickle")
 
 
 def test_result_that_cannot_be_pickled_back_fails_the_task_once(make_worker):
