@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
+import struct
 import threading
+import time
 import uuid
 import warnings
 import weakref
@@ -21,7 +24,7 @@ from typing import Any
 
 from .._errors import BackendUnavailableError, WorkerLostError
 from ._base import Backend
-from ._support import check_picklable
+from ._support import check_picklable, close_within
 
 __all__ = ["DaskBackend"]
 
@@ -29,6 +32,12 @@ logger = logging.getLogger("neon_nb")
 
 _HINT = ("Pass only picklable arguments and closures (not locks, open files, sockets or generators); "
          "create such objects inside the task, or load them there.")
+
+#: Dask's default ports: the scheduler, and its dashboard (HTTP), which is often given by mistake.
+SCHEDULER_PORT = 8786
+DASHBOARD_PORT = 8787
+#: A Dask message starts with its length (8 bytes); a handshake is far below this.
+_MAX_HANDSHAKE = 1 << 20
 
 
 class DaskBackend(Backend):
@@ -144,6 +153,9 @@ class DaskBackend(Backend):
                 raise BackendUnavailableError(f"the distributed.Client given to DaskBackend is "
                                               f"{client.status}; pass a running Client")
         elif self.address is not None:
+            # distributed waits for the scheduler's handshake without a timeout: a listener that
+            # never speaks would hang Client() for ever. Find out first, within connect_timeout.
+            _check_scheduler_speaks(self.address, self.connect_timeout)
             try:
                 client = Client(self.address, timeout=self.connect_timeout, set_as_default=False)
             except Exception as exc:
@@ -175,7 +187,12 @@ class DaskBackend(Backend):
         logger.debug("worker %s: dask backend on %s", worker.name, client.scheduler.address)
 
     def stop(self, worker: Any, timeout: float | None = None) -> None:
-        """Cancel tasks abandoned by the shutdown; close the client and cluster if they are ours."""
+        """Cancel tasks abandoned by the shutdown; close the client and cluster if they are ours.
+
+        Returns within ``timeout`` (what is left of the shutdown's bound): a
+        cluster still closing then (its worker process may be stuck in a hung
+        task) finishes closing in a background thread, with a warning logged.
+        """
         with self._lock:
             client, cluster, owns = self._client, self._cluster, self._owns_client
             abandoned = list(self._inflight.values())
@@ -183,12 +200,18 @@ class DaskBackend(Backend):
             self._client = self._cluster = None
         if client is None:
             return
-        if abandoned:
-            _quietly(client.cancel, abandoned)
-        if owns:
-            _quietly(client.close, timeout=10)
-        if cluster is not None:
-            _quietly(cluster.close, timeout=10)
+
+        def close() -> None:
+            if abandoned:
+                _quietly(client.cancel, abandoned)
+            if owns:
+                _quietly(client.close, timeout=10)
+            if cluster is not None:
+                _quietly(cluster.close, timeout=10)
+
+        what = (f"closing the Dask LocalCluster of worker {worker.name!r}" if cluster is not None
+                else f"closing the Dask client of worker {worker.name!r}")
+        close_within(close, timeout, what)
 
     @property
     def client(self) -> Any:
@@ -245,6 +268,59 @@ class DaskBackend(Backend):
             where = self.address or ("a Client" if self._user_client is not None else "a LocalCluster")
             return f"<DaskBackend (not started) for {where}>"
         return f"<DaskBackend {client.scheduler.address}>"
+
+
+def _check_scheduler_speaks(address: str, timeout: float) -> None:
+    """Raise `BackendUnavailableError` if ``address`` accepts TCP but does not speak Dask in ``timeout``.
+
+    A Dask scheduler sends its handshake as soon as it accepts a connection: 8
+    bytes of length, then the message. A listener that sends nothing (Dask's
+    dashboard, any HTTP server) or something else (an SSH server) is not a
+    scheduler. Only ``tcp://`` addresses are checked (a TLS server waits for
+    the client to speak first); a refused or unreachable address is left to
+    ``distributed.Client``, which reports it within its own timeout.
+    """
+    from distributed.comm import parse_address, parse_host_port, unparse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme != "tcp":
+        return
+    host, port = parse_host_port(location, SCHEDULER_PORT)
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            header = _read_upto(sock, 8, deadline)
+    except OSError:
+        return  # refused, unreachable, reset: distributed.Client says so itself
+    if len(header) == 8 and 0 < struct.unpack("Q", header)[0] <= _MAX_HANDSHAKE:
+        return
+    heard = "nothing" if not header else f"{header!r}, which is not a Dask message"
+    hint = (f"A Dask scheduler listens on port {SCHEDULER_PORT} by default; {DASHBOARD_PORT} is its "
+            f"dashboard (HTTP)")
+    if port == DASHBOARD_PORT:
+        hint += f": try {scheme}://{unparse_host_port(host, SCHEDULER_PORT)}"
+    raise BackendUnavailableError(
+        f"{address!r} accepts connections but is not a Dask scheduler: it sent {heard} within "
+        f"connect_timeout={timeout:g}s, where a scheduler greets at once. Is it the scheduler's "
+        f"address? {hint}.")
+
+
+def _read_upto(sock: socket.socket, n: int, deadline: float) -> bytes:
+    """Up to ``n`` bytes from ``sock``, read until the peer closes or ``deadline`` passes."""
+    data = b""
+    while len(data) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(n - len(data))
+        except TimeoutError:  # socket.timeout is TimeoutError since Python 3.10
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _is_client(obj: Any) -> bool:

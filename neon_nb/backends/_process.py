@@ -26,7 +26,7 @@ from typing import Any
 from .._errors import BackendUnavailableError, TaskPicklingError, WorkerLostError
 from ._base import Backend
 from ._main_guard import GUARD_HINT, main_guard_problem
-from ._support import check_picklable
+from ._support import check_picklable, close_within
 
 __all__ = ["ProcessBackend"]
 
@@ -241,6 +241,10 @@ class ProcessBackend(Backend):
         self._pool()
 
     def stop(self, worker: Any, timeout: float | None = None) -> None:
+        """Close the pools; return within ``timeout`` (what is left of the shutdown's bound).
+
+        Pools still closing then finish in a background thread, with a warning logged.
+        """
         with self._lock:
             self._stopped = True
             pools = list(self._draining)
@@ -249,15 +253,21 @@ class ProcessBackend(Backend):
             self._current = None
             self._draining = []
             abandoned = self._inflight
-        for pool in pools:
-            if abandoned:
-                # Tasks still running after the shutdown timeout: stop them, or a hung task would
-                # keep its process (and the pool's manager thread) alive and block interpreter
-                # exit. Their worker threads then see WorkerLostError; nothing is retried.
-                _terminate_processes(pool)
-                pool.shutdown(wait=False, cancel_futures=True)
-            else:
-                pool.shutdown(wait=True)
+
+        def close() -> None:
+            for pool in pools:
+                if abandoned:
+                    # Tasks still running after the shutdown timeout: stop them, or a hung task
+                    # would keep its process (and the pool's manager thread) alive and block
+                    # interpreter exit. Their worker threads then see WorkerLostError; nothing
+                    # is retried.
+                    _terminate_processes(pool)
+                    pool.shutdown(wait=False, cancel_futures=True)
+                else:
+                    pool.shutdown(wait=True)
+
+        if pools:
+            close_within(close, timeout, f"closing the process pool of worker {worker.name!r}")
 
     @property
     def processes(self) -> int:
@@ -322,8 +332,8 @@ class ProcessBackend(Backend):
         no-op to tell the two apart; if that breaks too, the error is kept and
         raised by every later call, and no pool is created again.
         """
-        if self._can_start is True:
-            return
+        if self._can_start is True or self._stopped:
+            return  # (stopped: the pool was closed under its tasks on purpose)
         with self._probe_lock:  # the other threads that saw the break wait for this diagnosis
             if self._can_start is False:
                 self._can_start = self._probe(broken)
@@ -331,7 +341,10 @@ class ProcessBackend(Backend):
             raise self._can_start
 
     def _probe(self, broken: BrokenProcessPool) -> bool | BackendUnavailableError:
-        pool = self._pool()
+        try:
+            pool = self._pool()
+        except BackendUnavailableError:
+            return False  # stopped meanwhile: no verdict
         try:
             pool.submit(_ping).result(timeout=_PROBE_TIMEOUT)
         except BrokenProcessPool:

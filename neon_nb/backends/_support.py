@@ -1,9 +1,10 @@
-"""What the out-of-process backends share: a pickling check at submission, lost-worker retries."""
+"""What the out-of-process backends share: a pickling check at submission, a bounded close."""
 
 from __future__ import annotations
 
 import logging
 import pickle
+import threading
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -38,3 +39,54 @@ def check_picklable(pickler: type[pickle.Pickler], backend: str, task_id: Hashab
             raise TaskPicklingError(
                 f"task {task_id!r} cannot be sent to the {backend} backend: its {part} cannot be "
                 f"pickled ({type(exc).__name__}: {exc}). {hint}") from exc
+
+
+def close_within(close: Callable[[], None], timeout: float | None, what: str) -> bool:
+    """Run ``close()`` and return within ``timeout`` seconds (None: wait until it ends).
+
+    For `Backend.stop`, which must keep the shutdown's bound: what cannot close
+    in time goes on closing in a daemon thread, and is never left silently: a
+    warning names ``what`` when the bound passes, and its end in the
+    background is logged too (a failure with its traceback). Returns whether
+    ``close`` finished in time.
+    """
+    if timeout is None:
+        close()
+        return True
+    state = _Closing()
+    thread = threading.Thread(target=state.run, args=(close, what), name="neon-backend-close", daemon=True)
+    thread.start()
+    if state.done.wait(timeout) or not state.mark_late():
+        return True
+    logger.warning("%s did not finish within the %.3gs left of the shutdown's bound; it goes on in "
+                   "the background (thread %s)", what, timeout, thread.name)
+    return False
+
+
+class _Closing:
+    """The state a background close shares with `close_within`: done, and whether it ran late."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._late = False
+
+    def mark_late(self) -> bool:
+        """Called when the bound passed: False if the close finished meanwhile."""
+        with self._lock:
+            self._late = not self.done.is_set()
+            return self._late
+
+    def run(self, close: Callable[[], None], what: str) -> None:
+        failed = False
+        try:
+            close()
+        except Exception:
+            failed = True
+            logger.warning("%s failed", what, exc_info=True)
+        finally:
+            with self._lock:
+                self.done.set()
+                late = self._late
+        if late and not failed:
+            logger.info("%s finished in the background", what)
