@@ -22,7 +22,7 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import CancelledError
 from typing import Any
 
-from .._errors import BackendUnavailableError, WorkerLostError
+from .._errors import BackendUnavailableError, WorkerLostError, WorkerShutdownError
 from ._base import Backend
 from ._support import check_picklable, close_within
 
@@ -255,6 +255,10 @@ class DaskBackend(Backend):
             where = _lost_worker(fut, exc)
             if where is None:
                 raise  # the task's own exception, with Dask's remote traceback
+            if self._client is not client:  # stop() cancelled it: the shutdown abandoned this task
+                raise WorkerShutdownError(
+                    "the worker shut down while this task still ran on the Dask cluster (past the "
+                    "shutdown's timeout): it was cancelled there") from exc
             raise WorkerLostError(f"the Dask worker {where} running this task was lost "
                                   f"({type(exc).__name__}); the task is retried under the retry "
                                   f"policy") from exc

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import pickle
 import threading
+import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -55,6 +57,7 @@ def close_within(close: Callable[[], None], timeout: float | None, what: str) ->
         return True
     state = _Closing()
     thread = threading.Thread(target=state.run, args=(close, what), name="neon-backend-close", daemon=True)
+    _closing_at_exit(thread)
     thread.start()
     if state.done.wait(timeout) or not state.mark_late():
         return True
@@ -90,3 +93,32 @@ class _Closing:
                 late = self._late
         if late and not failed:
             logger.info("%s finished in the background", what)
+
+
+#: Background closes still running, which interpreter exit waits for (up to EXIT_WAIT seconds).
+_unfinished: set[threading.Thread] = set()
+_unfinished_lock = threading.Lock()
+EXIT_WAIT = 30.0
+
+
+def _closing_at_exit(thread: threading.Thread) -> None:
+    # Daemon threads, so that they never keep a program alive by themselves; but a program that
+    # ends while a cluster is still closing waits for it (the libraries' own exit hooks would
+    # otherwise race with the close: Dask's closes its clusters at exit too).
+    with _unfinished_lock:
+        first = not _unfinished
+        _unfinished.add(thread)
+    if first:
+        atexit.register(_wait_for_closes)
+
+
+def _wait_for_closes() -> None:
+    """At interpreter exit: let the background closes finish, at most EXIT_WAIT seconds."""
+    deadline = time.monotonic() + EXIT_WAIT
+    with _unfinished_lock:
+        threads = list(_unfinished)
+        _unfinished.clear()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            logger.warning("a backend was still closing %gs after the program ended; leaving it", EXIT_WAIT)

@@ -6,13 +6,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from neon_nb import BackendUnavailableError, NeonWorker, Task, TaskState
+from neon_nb import BackendUnavailableError, NeonWorker, Task, TaskState, WorkerShutdownError
 from neon_nb.backends import DaskBackend
 
 from ..conftest import wait_until
@@ -143,7 +147,7 @@ def test_shutdown_with_a_hung_task_on_its_own_cluster_keeps_its_bound(tmp_path, 
     backend = DaskBackend(n_workers=1, silence_logs=logging.ERROR)
     w = NeonWorker(1, backend=backend, name="bounded").start()
     try:
-        w.add_task(Task("hang", bt.wait_for_file, (str(tmp_path / "never"), 60.0)))
+        hung = w.add_task(Task("hang", bt.wait_for_file, (str(tmp_path / "never"), 60.0)))
         assert wait_until(lambda: w.get_task_status("hang").state is TaskState.RUNNING, timeout=60)
         t0 = time.monotonic()
         report = w.shutdown(timeout=1.0)
@@ -159,3 +163,37 @@ def test_shutdown_with_a_hung_task_on_its_own_cluster_keeps_its_bound(tmp_path, 
     assert late and late[0].startswith("closing the Dask LocalCluster of worker 'bounded' did not finish")
     assert wait_until(lambda: any("finished in the background" in r.getMessage() for r in caplog.records),
                       timeout=60), [r.getMessage() for r in caplog.records]
+    # The abandoned task was cancelled on the cluster, and says so (not "a worker was lost").
+    exc = hung.exception(timeout=60)
+    assert isinstance(exc, WorkerShutdownError), repr(exc)
+    assert "cancelled there" in str(exc)
+
+
+@pytest.mark.slow
+def test_a_program_that_ends_while_its_cluster_closes_waits_for_it(tmp_path):
+    # The close goes on in a daemon thread; interpreter exit waits for it rather than race
+    # with Dask's own exit hook (which made the close fail with a traceback).
+    script = tmp_path / "ends.py"
+    script.write_text(textwrap.dedent(f"""
+        import logging, sys
+        sys.path.insert(0, {str(Path(bt.__file__).parent)!r})
+        import backend_tasks as bt
+        from neon_nb import NeonWorker, TaskState
+        from neon_nb.backends import DaskBackend
+
+        if __name__ == "__main__":
+            logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)
+            w = NeonWorker(1, backend=DaskBackend(n_workers=1, silence_logs=logging.CRITICAL)).start()
+            w.submit(bt.wait_for_file, {str(tmp_path / "never")!r}, 60.0)
+            while w.tasks(TaskState.RUNNING) == []:
+                pass
+            print("report:", w.shutdown(timeout=0.5), flush=True)
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=100,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    assert "1 abandoned while running" in out.stdout
+    assert "Traceback" not in out.stderr, out.stderr
+    assert "neon_nb INFO closing the Dask LocalCluster of worker 'neon' finished in the background" \
+        in out.stderr, out.stderr
