@@ -34,7 +34,7 @@ LAB_HOST = $(if $(filter 0.0.0.0 ::,$(IP)),localhost,$(IP))
 # The core tests: everything but the browser suite. With EXTRAS=test (no ipywidgets, no dask)
 # the suites that need the notebook or dask extras, and the dev tooling, are left out as well.
 ifeq ($(EXTRAS),test)
-CORE_TESTS ?= tests --ignore=tests/browser --ignore=tests/widgets --ignore=tests/backends --ignore=tests/tooling
+CORE_TESTS ?= tests --ignore=tests/browser --ignore=tests/widgets --ignore=tests/backends --ignore=tests/tooling --ignore=tests/plots
 else
 CORE_TESTS ?= tests --ignore=tests/browser
 endif

@@ -6,7 +6,7 @@ no GUI. That makes them safe in headless runs, in reports, and on the
 dashboard's owner thread (which passes ``figure=`` to redraw in place).
 
 ``import neon_nb`` does not import this module; importing it needs matplotlib
-(``pip install neon_nb[notebook]``, or just ``matplotlib``).
+(``pip install 'neon_nb[notebook]'``, or just ``matplotlib``).
 """
 
 from __future__ import annotations
@@ -24,15 +24,16 @@ try:
     from matplotlib.colors import to_rgb
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
-    from matplotlib.ticker import NullLocator
+    from matplotlib.ticker import MaxNLocator, NullLocator
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "neon_nb.plots needs matplotlib: pip install neon_nb[notebook] (or pip install matplotlib)"
+        "neon_nb.plots needs matplotlib: pip install 'neon_nb[notebook]' (or pip install matplotlib)"
     ) from exc
 
 from ._metrics import MetricsSnapshot, TaskSpan
 
-__all__ = ["OUTCOME_COLOURS", "plot_latency", "plot_task_stream", "plot_throughput", "render_png"]
+__all__ = ["OUTCOME_COLOURS", "plot_latency", "plot_task_stream", "plot_throughput", "render_png",
+           "throughput_steps"]
 
 #: Colour of each attempt outcome in every plot (and in the dashboard's counts).
 OUTCOME_COLOURS = {
@@ -67,10 +68,11 @@ def _no_data(ax: Any, text: str) -> None:
 
 def render_png(figure: Figure) -> bytes:
     """The figure as PNG bytes (Agg), e.g. for an ``ipywidgets.Image``. Thread-safe per figure."""
-    if not isinstance(figure.canvas, FigureCanvasAgg):
-        FigureCanvasAgg(figure)
+    canvas = figure.canvas
+    if not isinstance(canvas, FigureCanvasAgg):
+        canvas = FigureCanvasAgg(figure)
     buf = io.BytesIO()
-    figure.canvas.print_png(buf)
+    canvas.print_png(buf)
     return buf.getvalue()
 
 
@@ -80,72 +82,131 @@ def plot_throughput(snapshot: MetricsSnapshot | None, *, figure: Figure | None =
     """Completed tasks per second over time, succeeded and failed stacked.
 
     One step per metrics window (``snapshot.window``); the x axis is seconds
-    since the metrics started. Returns the figure (``figure`` if given,
-    cleared and redrawn).
+    since the metrics started. The first and last windows are only partly
+    observed (work began, or the snapshot was taken, inside them): their
+    steps span only that part, at the rate measured over it (see
+    `throughput_steps`). Returns the figure (``figure`` if given, cleared and
+    redrawn).
     """
-    fig = _figure(figure, figsize, left=0.1, right=0.98, bottom=0.2, top=0.88)
+    fig = _figure(figure, figsize, left=0.1, right=0.98, bottom=0.2, top=0.86)
     ax = fig.add_subplot()
     ax.set_title("Throughput", fontsize=10, loc="left")
     points = () if snapshot is None else snapshot.throughput
-    if not any(p.total for p in points):
+    if snapshot is None or not any(p.total for p in points):
         _no_data(ax, "no task finished yet" if snapshot is not None else "metrics disabled")
         return fig
-    w = snapshot.window
-    edges = np.fromiter((p.start for p in points), float, len(points))
-    edges = np.append(edges, edges[-1] + w)
-    ok = np.fromiter((p.succeeded for p in points), float, len(points)) / w
-    bad = np.fromiter((p.failed for p in points), float, len(points)) / w
+    edges, ok, bad = throughput_steps(snapshot)
     ax.stairs(ok + bad, edges, fill=True, color=OUTCOME_COLOURS["succeeded"], alpha=0.85,
               label="succeeded")
     if bad.any():
         ax.stairs(bad, edges, fill=True, color=OUTCOME_COLOURS["failed"], alpha=0.95, label="failed")
-    ax.set_xlim(edges[0], edges[-1])
+    # From the first window's start: the idle time before work began shows as a gap.
+    ax.set_xlim(points[0].start, edges[-1])
     ax.set_ylim(bottom=0)
     ax.set_xlabel("seconds since start", fontsize=8)
     ax.set_ylabel("tasks/s", fontsize=8)
     ax.tick_params(labelsize=8)
-    ax.legend(fontsize=7, loc="upper left", frameon=False)
+    # Above the axes, on the title's line: a legend inside would cover the first steps.
+    ax.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, frameon=False,
+              borderaxespad=0.2, handlelength=1.2)
     return fig
 
 
+#: A last window observed for less than this share of its length is left out: too short to
+#: give a rate (two tasks in 10 ms would read as 200 tasks/s).
+MIN_OBSERVED_SHARE = 0.25
+
+
+def throughput_steps(snapshot: MetricsSnapshot) -> tuple[Any, Any, Any]:
+    """``(edges, succeeded_rate, failed_rate)``: the throughput as steps, in tasks per second.
+
+    A full window is its count divided by its length. The first window is
+    divided by the part after work began, taken from the task stream (the
+    first attempt's start) when the stream still holds every task that
+    finished in that window; before, the worker was idle, not slow. The last
+    window is divided by the part observed before the snapshot was taken
+    (and left out when that part is under `MIN_OBSERVED_SHARE` of a window).
+    The edges move accordingly, so a step's width is the time it measures.
+    """
+    w = snapshot.window
+    points = list(snapshot.throughput)
+    observed = snapshot.taken_at - snapshot.started_at
+    if len(points) > 1 and observed - points[-1].start < MIN_OBSERVED_SHARE * w:
+        points.pop()
+    edges = np.array([p.start for p in points] + [points[-1].start + w], dtype=float)
+    edges[-1] = min(edges[-1], max(observed, edges[-2] + 1e-9))
+    edges[0] = _activity_start(snapshot, points[0], edges[1])
+    widths = np.diff(edges)
+    ok = np.fromiter((p.succeeded for p in points), float, len(points)) / widths
+    bad = np.fromiter((p.failed for p in points), float, len(points)) / widths
+    return edges, ok, bad
+
+
+def _activity_start(snapshot: MetricsSnapshot, first: Any, first_end: float) -> float:
+    """Where the first step begins: the first attempt's start if the stream covers that window."""
+    t0 = snapshot.started_at
+    in_first = [s for s in snapshot.task_stream
+                if s.outcome != "retry" and first.start <= s.end - t0 < first_end]
+    if not in_first or len(in_first) < first.total:
+        return first.start  # the stream no longer holds that window: nothing better is known
+    began = min(s.start for s in snapshot.task_stream) - t0
+    # Never shorter than a tenth of the window: a rate over a sliver is noise.
+    return float(min(max(first.start, began), first_end - 0.1 * snapshot.window))
+
+
 # ---------------------------------------------------------------------- latency
+#: What each latency histogram counts: every attempt waits and runs; a task ends once.
+LATENCY_COUNTS = {"queue_wait": "attempts", "run_time": "attempts", "end_to_end": "tasks"}
+
+
 def plot_latency(snapshot: MetricsSnapshot | None, *, figure: Figure | None = None,
-                 figsize: tuple[float, float] = (9.0, 2.4)) -> Figure:
+                 figsize: tuple[float, float] = (9.0, 2.8)) -> Figure:
     """Histograms of queue wait, run time and end to end, with p50/p90/p99 marked.
 
-    One axes per distribution (log-scaled seconds); each has a step histogram
-    and three vertical lines labelled with the percentile's value.
+    One axes per distribution (log-scaled seconds, counts on the y axis:
+    attempts for queue wait and run time, which count every retry, and tasks
+    for end to end); each has a step histogram and three vertical lines,
+    whose values are listed in a legend above the axes (never over the bars).
     """
-    fig = _figure(figure, figsize, left=0.02, right=0.99, bottom=0.2, top=0.88, wspace=0.08)
+    fig = _figure(figure, figsize, left=0.065, right=0.99, bottom=0.18, top=0.78, wspace=0.32)
     axes = fig.subplots(1, 3)
     latency = {} if snapshot is None else snapshot.latency
     for ax, key in zip(axes, LATENCY_TITLES):
-        ax.set_title(LATENCY_TITLES[key], fontsize=10, loc="left")
+        # The title sits above the legend's row.
+        ax.set_title(LATENCY_TITLES[key], fontsize=10, loc="left", pad=15)
         summary = latency.get(key)
         if summary is None or not summary.count or not summary.histogram:
             _no_data(ax, "no data" if snapshot is not None else "metrics disabled")
             continue
-        uppers = np.array([b for b, _ in summary.histogram])
-        counts = np.array([c for _, c in summary.histogram], dtype=float)
-        # The snapshot's bins are 4 per decade: each spans (upper / 10**0.25, upper].
-        # Fill the empty bins in between so the steps are contiguous.
-        lo = round(math.log10(uppers[0]) * 4)
-        hi = round(math.log10(uppers[-1]) * 4)
-        full = np.zeros(hi - lo + 1)
-        full[np.rint(np.log10(uppers) * 4).astype(int) - lo] = counts
-        edges = 10.0 ** (np.arange(lo - 1, hi + 1) / 4)
-        ax.stairs(full, edges, fill=True, color="0.65")
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_locator(NullLocator())  # minor log ticks cost more than the plot
-        for p, colour, style in PERCENTILE_STYLES:
-            v = summary.percentile(p)
-            ax.axvline(max(v, edges[0]), color=colour, linestyle=style, linewidth=1.2,
-                       label=f"p{p} {format_seconds(v)}")
-        ax.legend(fontsize=7, loc="upper right", frameon=False, handlelength=1.5)
-        ax.tick_params(labelsize=7)
-        ax.set_yticks([])
+        _latency_histogram(ax, summary)
+        ax.set_ylabel(LATENCY_COUNTS[key], fontsize=8, labelpad=2)
         ax.set_xlabel("seconds", fontsize=8)
     return fig
+
+
+def _latency_histogram(ax: Any, summary: Any) -> None:
+    uppers = np.array([b for b, _ in summary.histogram])
+    counts = np.array([c for _, c in summary.histogram], dtype=float)
+    # The snapshot's bins are 4 per decade: each spans (upper / 10**0.25, upper].
+    # Fill the empty bins in between so the steps are contiguous.
+    lo = round(math.log10(uppers[0]) * 4)
+    hi = round(math.log10(uppers[-1]) * 4)
+    full = np.zeros(hi - lo + 1)
+    full[np.rint(np.log10(uppers) * 4).astype(int) - lo] = counts
+    edges = 10.0 ** (np.arange(lo - 1, hi + 1) / 4)
+    ax.stairs(full, edges, fill=True, color="0.65")
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(NullLocator())  # minor log ticks cost more than the plot
+    for p, colour, style in PERCENTILE_STYLES:
+        v = summary.percentile(p)
+        ax.axvline(max(v, edges[0]), color=colour, linestyle=style, linewidth=1.2,
+                   label=f"p{p} {format_seconds(v)}")
+    # One row just above the axes: the values are read there, the bars stay uncovered.
+    ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, frameon=False,
+              borderaxespad=0.1, handlelength=1.2, handletextpad=0.4, columnspacing=0.8)
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+    ax.tick_params(labelsize=7)
 
 
 def format_seconds(v: float) -> str:
@@ -186,7 +247,7 @@ def plot_task_stream(snapshot: MetricsSnapshot | None, *, figure: Figure | None 
     spans = () if snapshot is None else snapshot.task_stream
     threads = () if snapshot is None else snapshot.utilisation.keys()
     lanes = task_stream_lanes(spans, threads)
-    if not spans:
+    if snapshot is None or not spans:
         _no_data(ax, "no task finished yet" if snapshot is not None else "metrics disabled")
         return fig
     row = {name: i for i, name in enumerate(lanes)}
@@ -202,7 +263,8 @@ def plot_task_stream(snapshot: MetricsSnapshot | None, *, figure: Figure | None 
         verts = np.stack([np.column_stack([x0, y - 0.38]), np.column_stack([x0, y + 0.38]),
                           np.column_stack([x1, y + 0.38]), np.column_stack([x1, y - 0.38])], axis=1)
         edge = tuple(c * 0.6 for c in to_rgb(colour))  # darker: back-to-back attempts stay apart
-        coll = PolyCollection(verts, facecolors=colour, edgecolors=edge, linewidths=0.4, label=outcome)
+        coll = PolyCollection(verts, facecolors=colour, edgecolors=edge,  # type: ignore[arg-type]  # an (n, 4, 2) array is what it takes; the stubs ask for a Sequence
+                              linewidths=0.4, label=outcome)
         coll.set_gid(f"neon-stream-{outcome}")
         ax.add_collection(coll)
         handles.append(Patch(color=colour, label=f"{outcome} ({len(mine)})"))
