@@ -11,6 +11,7 @@ from ._errors import (
     ConfigError,
     ConfigTypeError,
     DuplicateTaskError,
+    FlakyTaskError,
     NeonError,
     QueueFullError,
     TaskPicklingError,
@@ -24,11 +25,13 @@ from ._metrics import LatencySummary, Metrics, MetricsSnapshot, TaskSpan, Throug
 from ._signals import SignalHandlers, install_signal_handlers
 from ._task import Task, TaskFuture, TaskInfo, TaskState
 from ._worker import HealthReport, NeonWorker, ShutdownReport, WorkerState
+from .batch import Batch, TaskKind, get_task_kind, register_task_kind, task_kinds
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
+    "Batch",
     "ConfigError",
     "ConfigManager",
     "ConfigTypeError",
@@ -36,6 +39,7 @@ __all__ = [
     "Event",
     "EventBatch",
     "EventKind",
+    "FlakyTaskError",
     "HealthReport",
     "LatencySummary",
     "Metrics",
@@ -51,6 +55,7 @@ __all__ = [
     "Task",
     "TaskFuture",
     "TaskInfo",
+    "TaskKind",
     "TaskPicklingError",
     "TaskSpan",
     "TaskState",
@@ -63,6 +68,9 @@ __all__ = [
     "__version__",
     "config_manager",
     "get_config",
+    "get_task_kind",
     "install_signal_handlers",
+    "register_task_kind",
+    "task_kinds",
     "update_config",
 ]

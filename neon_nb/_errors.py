@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "ConfigTypeError",
     "DuplicateTaskError",
+    "FlakyTaskError",
     "NeonError",
     "QueueFullError",
     "TaskPicklingError",
@@ -91,3 +92,7 @@ class WorkerLostError(NeonError):
 
 class BackendUnavailableError(NeonError, ConnectionError):
     """The execution backend cannot be used, e.g. the Dask scheduler is unreachable at `start`."""
+
+
+class FlakyTaskError(NeonError, RuntimeError):
+    """The planned failure of an attempt of a synthetic flaky task (`Batch`, kind ``"flaky"``)."""

@@ -1,6 +1,7 @@
 """Batches of synthetic tasks: a registry of task kinds and a seeded, deterministic `Batch`.
 
-`Batch` is the programmatic twin of the notebook's `BatchBuilder` widget::
+`Batch` is the programmatic twin of the notebook's `BatchBuilder` widget
+(``from neon_nb import Batch``; also importable from `neon_nb.widgets`)::
 
     Batch(kind="io", count=100, duration=("uniform", 0.01, 0.05),
           priority=("classes", [0, 5, 10]), retries=2, seed=0).submit(worker)
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from ._errors import FlakyTaskError
 from ._task import Task
 
 __all__ = [
@@ -63,10 +65,6 @@ def cpu_task(duration: float) -> int:
         rounds += 1
         if time.perf_counter() >= end:
             return rounds
-
-
-class FlakyTaskError(RuntimeError):
-    """The planned failure of an attempt of a flaky task."""
 
 
 class _Flaky:

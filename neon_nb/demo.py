@@ -1,10 +1,14 @@
 """A headless demo: ``python -m neon_nb.demo [--tasks N] [--workers N] [--seed S]`` (``make demo``).
 
-Runs a mixed batch on a `NeonWorker` (IO-bound sleeps, CPU-bound arithmetic,
-flaky tasks that fail with a seeded probability and are retried, three
-priorities, a few cancellations), prints progress lines on stderr at most
-twice a second while it runs, then a summary on stdout: counts per state,
-throughput, latency percentiles, utilisation per thread and the shutdown report.
+Runs a mixed batch on a `NeonWorker`, built from `neon_nb.Batch` and its
+registered task kinds: IO-bound sleeps, CPU-bound hashing, flaky tasks that
+fail planned attempts and are retried, at three priorities. A few queued
+low-priority tasks are then cancelled on purpose, to show cancellation. It
+prints progress lines on stderr at most twice a second while it runs, then a
+summary on stdout: counts per state, throughput, latency percentiles,
+utilisation per thread and the shutdown report. For a seed, the mix, the
+durations, the priorities, which tasks fail and which are cancelled are all
+the same at every run; only the timings vary.
 
 Progress comes from an event subscription (``on="thread"``, ``max_rate_hz=2``):
 worker threads never print. No Jupyter library is imported.
@@ -16,6 +20,7 @@ import argparse
 import random
 import statistics
 import sys
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -26,54 +31,28 @@ from ._events import EventBatch, EventKind
 from ._metrics import MetricsSnapshot
 from ._task import Task, TaskFuture
 from ._worker import NeonWorker, ShutdownReport
+from .batch import Batch
 
-__all__ = ["DemoResult", "main", "run_demo"]
+__all__ = ["DemoResult", "build_batches", "build_tasks", "main", "run_demo"]
 
 KINDS = ("io", "cpu", "flaky")
+#: Share of each kind in the mix (the rest is flaky).
+SHARES = {"io": 0.5, "cpu": 0.3}
 PRIORITIES = {2: "high", 1: "normal", 0: "low"}
-
-
-class FlakyError(RuntimeError):
-    """What a flaky task raises when its (seeded) coin comes up bad."""
-
-
-def io_task(seconds: float) -> float:
-    """IO-bound: waits without holding the GIL."""
-    time.sleep(seconds)
-    return seconds
-
-
-def cpu_task(n: int) -> int:
-    """CPU-bound: pure-Python arithmetic, holds the GIL."""
-    total = 0
-    for i in range(n):
-        total += i * i % 7
-    return total
-
-
-class Flaky:
-    """A task that fails each attempt with probability ``p``, drawn from its own seeded RNG.
-
-    Attempts of one task run one after another, so its outcome is fixed by the seed.
-    """
-
-    def __init__(self, p: float, seed: str, seconds: float) -> None:
-        self.p = p
-        self.rng = random.Random(seed)
-        self.seconds = seconds
-        self.attempts = 0
-
-    def __call__(self) -> int:
-        self.attempts += 1
-        time.sleep(self.seconds)
-        if self.rng.random() < self.p:
-            raise FlakyError(f"bad luck on attempt {self.attempts}")
-        return self.attempts
+#: Priority classes drawn uniformly: 1/3 low, 1/2 normal, 1/6 high.
+PRIORITY_CLASSES = ("classes", [0, 0, 1, 1, 1, 2])
+DURATIONS = {"io": ("uniform", 0.005, 0.060), "cpu": ("uniform", 0.001, 0.005),
+             "flaky": ("uniform", 0.002, 0.020)}
+FLAKY_RETRIES = 2
 
 
 @dataclass
 class DemoResult:
-    """What `run_demo` observed; the summary is printed from it."""
+    """What `run_demo` observed; the summary is printed from it.
+
+    ``outcomes`` counts every task's end, whatever ended it; ``cancelled_on_purpose``
+    is how many queued tasks the demo itself cancelled (its ``cancel_share``).
+    """
 
     tasks: int
     workers: int
@@ -86,6 +65,8 @@ class DemoResult:
     queue_wait_by_priority: dict[int, float]  # median seconds, from the task history
     progress_lines: int
     mix: dict[str, int] = field(default_factory=dict)
+    cancelled_on_purpose: int = 0
+    fail_prob: float = 0.3
 
     @property
     def counts(self) -> Counter:
@@ -128,27 +109,47 @@ class _Progress:
         self.lines += 1
 
 
+def build_batches(n: int, seed: int, fail_prob: float) -> dict[str, Batch]:
+    """The mix as one `Batch` per kind: half IO, 30% CPU, 20% flaky. Deterministic for a seed.
+
+    Each flaky attempt fails with probability ``fail_prob`` (planned when the
+    batch is built, so the same tasks fail at every run); a flaky task is
+    retried up to `FLAKY_RETRIES` times.
+    """
+    counts = {kind: round(share * n) for kind, share in SHARES.items()}
+    counts["flaky"] = n - sum(counts.values())
+    return {
+        kind: Batch(kind=kind, count=counts[kind], duration=DURATIONS[kind], priority=PRIORITY_CLASSES,
+                    seed=seed * 10 + i, id_prefix=f"{kind}-",
+                    **({"failure_probability": fail_prob, "retries": FLAKY_RETRIES, "retry_delay": 0.02}
+                       if kind == "flaky" else {}))
+        for i, kind in enumerate(KINDS)
+    }
+
+
 def build_tasks(n: int, seed: int, fail_prob: float) -> tuple[list[Task], dict[str, str]]:
-    """The mixed batch: half IO, 30% CPU, 20% flaky; priorities 0-2. Deterministic for a seed."""
-    rng = random.Random(seed)
+    """The mixed batch's tasks, kinds interleaved in a seeded order, and each task id's kind."""
     tasks: list[Task] = []
     kind_of: dict[str, str] = {}
-    for i in range(n):
-        r = rng.random()
-        kind = "io" if r < 0.5 else "cpu" if r < 0.8 else "flaky"
-        priority = rng.choice((0, 0, 1, 1, 1, 2))
-        tid = f"{kind}-{i}"
-        if kind == "io":
-            task = Task(tid, io_task, (rng.uniform(0.005, 0.060),), priority=priority)
-        elif kind == "cpu":
-            task = Task(tid, cpu_task, (rng.randint(10_000, 40_000),), priority=priority)
-        else:
-            task = Task(tid, Flaky(fail_prob, f"{seed}-{i}", rng.uniform(0.002, 0.020)),
-                        priority=priority, retry_attempts=2, retry_delay=0.02, retry_backoff=2.0,
-                        retry_on=(FlakyError,))
-        tasks.append(task)
-        kind_of[tid] = kind
+    for kind, batch in build_batches(n, seed, fail_prob).items():
+        for task in batch.tasks():
+            tasks.append(task)
+            kind_of[str(task.id)] = kind
+    random.Random(seed).shuffle(tasks)
     return tasks, kind_of
+
+
+def _plan_cancellations(tasks: list[Task], seed: int, k: int) -> list[Task]:
+    """Choose ``k`` low-priority tasks to cancel, and move them to the end of the submission.
+
+    Queued last at the lowest priority, they are still waiting when the demo
+    cancels them: which tasks are cancelled does not depend on timing.
+    """
+    low = [t for t in tasks if t.priority == 0]
+    chosen = random.Random(seed + 1).sample(low, min(len(low), k))
+    picked = {id(t) for t in chosen}
+    tasks[:] = [t for t in tasks if id(t) not in picked] + chosen
+    return chosen
 
 
 def run_demo(tasks: int = 400, workers: int = 8, seed: int = 42, *, fail_prob: float = 0.3,
@@ -160,6 +161,7 @@ def run_demo(tasks: int = 400, workers: int = 8, seed: int = 42, *, fail_prob: f
     if not 0.0 <= fail_prob <= 1.0:
         raise ValueError(f"fail_prob must be in [0, 1], got {fail_prob!r}")
     batch_tasks, kind_of = build_tasks(tasks, seed, fail_prob)
+    to_cancel = _plan_cancellations(batch_tasks, seed, round(cancel_share * tasks))
     # A bounded queue: add_task waits for room, so the producer is held back (backpressure).
     worker = NeonWorker(max_workers=workers, queue_size=queue_size, name="demo", enable_metrics=True)
     tally = _Progress(worker, tasks, progress)
@@ -170,11 +172,8 @@ def run_demo(tasks: int = 400, workers: int = 8, seed: int = 42, *, fail_prob: f
     try:
         for task in batch_tasks:
             futures.append(worker.add_task(task))
-        # Change our mind about a few low-priority tasks: those still queued are cancelled.
-        pick = random.Random(seed + 1)
-        low = [i for i, t in enumerate(batch_tasks) if t.priority == 0]
-        for i in pick.sample(low, min(len(low), round(cancel_share * tasks))):
-            futures[i].cancel()
+        # Change our mind about a few low-priority tasks, queued last: they are cancelled.
+        cancelled_on_purpose = sum(worker.cancel(task.id) for task in to_cancel)
         worker.wait_for_completion()
         elapsed = time.monotonic() - t0
         snapshot = worker.metrics.snapshot()  # type: ignore[union-attr]
@@ -190,7 +189,7 @@ def run_demo(tasks: int = 400, workers: int = 8, seed: int = 42, *, fail_prob: f
             sub.cancel()
     outcomes: dict[str, Counter] = {k: Counter() for k in KINDS}
     for task, fut in zip(batch_tasks, futures):
-        c = outcomes[kind_of[task.id]]
+        c = outcomes[kind_of[str(task.id)]]
         if fut.cancelled():
             c["cancelled"] += 1
         elif fut.exception() is not None:
@@ -199,9 +198,10 @@ def run_demo(tasks: int = 400, workers: int = 8, seed: int = 42, *, fail_prob: f
             c["succeeded"] += 1
     mix = Counter(kind_of.values())
     return DemoResult(tasks=tasks, workers=workers, seed=seed, elapsed=elapsed, outcomes=outcomes,
-                      status=status, snapshot=snapshot, report=report,  # type: ignore[arg-type]
+                      status=status, snapshot=snapshot, report=report,
                       queue_wait_by_priority={p: statistics.median(v) for p, v in waits.items()},
-                      progress_lines=tally.lines, mix=dict(mix))
+                      progress_lines=tally.lines, mix=dict(mix), cancelled_on_purpose=cancelled_on_purpose,
+                      fail_prob=fail_prob)
 
 
 # ------------------------------------------------------------------ summary
@@ -210,25 +210,26 @@ def format_summary(r: DemoResult) -> str:
     add = out.append
     st = r.status
     add(f"neon_nb demo: {r.tasks} tasks on {r.workers} worker threads (seed {r.seed})")
-    add(f"mix: {r.mix.get('io', 0)} IO-bound (sleep 5-60 ms), {r.mix.get('cpu', 0)} CPU-bound "
-        f"(pure-Python loop), {r.mix.get('flaky', 0)} flaky (retried up to 2 times)")
+    add(_note(f"mix: {r.mix.get('io', 0)} IO-bound (sleep 5-60 ms), {r.mix.get('cpu', 0)} CPU-bound "
+              f"(hash 1-5 ms, holding the GIL), {r.mix.get('flaky', 0)} flaky (each attempt fails "
+              f"with probability {r.fail_prob:g}, retried up to {FLAKY_RETRIES} times)"))
     add(f"elapsed {r.elapsed:.2f} s, throughput {r.tasks / r.elapsed:.1f} tasks/s")
     add("")
-    add("Counts per state")
+    add("Counts per state (how each task ended)")
     rows = [(k, r.outcomes[k]["succeeded"], r.outcomes[k]["failed"], r.outcomes[k]["cancelled"],
              sum(r.outcomes[k].values())) for k in KINDS]
     c = r.counts
     rows.append(("total", c["succeeded"], c["failed"], c["cancelled"], sum(c.values())))
     add(_table(("kind", "succeeded", "failed", "cancelled", "total"), rows))
+    if r.cancelled_on_purpose:
+        add(_note(f"cancelled: {r.cancelled_on_purpose} low-priority tasks that the demo cancelled "
+                  f"on purpose while they were still queued, to show cancellation"))
+    add(_note(f"failed: flaky tasks whose {FLAKY_RETRIES + 1} attempts all failed"))
     add(f"worker status: submitted {st['submitted_tasks']}, completed {st['completed_tasks']}, "
         f"failed {st['failed_tasks']}, cancelled {st['cancelled_tasks']}, "
         f"retries {st['retried_tasks']}")
     add("")
-    add("Latency (ms), from worker.metrics.snapshot()")
-    lat = r.snapshot.latency
-    add(_table(("", "count", "p50", "p90", "p99", "max"),
-               [(name, s.count, *(f"{v * 1e3:.1f}" for v in (s.p50, s.p90, s.p99, s.max)))
-                for name, s in lat.items()]))
+    add(_latency_section(r))
     add("")
     add("Median queue wait by priority (higher runs first)")
     add(_table(("priority", "median wait ms"),
@@ -241,7 +242,32 @@ def format_summary(r: DemoResult) -> str:
                [(th, f"{u:.0%}", "#" * round(u * 20)) for th, u in sorted(util.items())], left=(0, 2)))
     add("")
     add(f"Shutdown: {r.report}")
+    add(_note(f"(its succeeded and failed count the worker's whole life; its cancelled counts only "
+              f"the tasks the shutdown itself cancelled, {len(r.report.cancelled)} here: the "
+              f"{r.counts['cancelled'] - len(r.report.cancelled)} above were cancelled before it)",
+              indent="  "))
     return "\n".join(out)
+
+
+def _note(text: str, indent: str = "") -> str:
+    """An explanatory line of the summary, wrapped to a terminal's width."""
+    return textwrap.fill(text, width=100, initial_indent=indent, subsequent_indent=indent or "  ")
+
+
+def _latency_section(r: DemoResult) -> str:
+    lat = r.snapshot.latency
+    attempts = lat["run_time"].count if "run_time" in lat else 0
+    ran = attempts - r.status["retried_tasks"]
+    lines = [
+        "Latency (ms), from worker.metrics.snapshot()",
+        _table(("", "count", "p50", "p90", "p99", "max"),
+               [(name, s.count, *(f"{v * 1e3:.1f}" for v in (s.p50, s.p90, s.p99, s.max)))
+                for name, s in lat.items()]),
+        _note(f"queue_wait and run_time count attempts: {attempts} = {ran} tasks that ran + "
+              f"{r.status['retried_tasks']} retries; end_to_end counts each task that ran once, from "
+              f"submission to its last attempt's end (cancelled tasks never ran)."),
+    ]
+    return "\n".join(lines)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], left: tuple[int, ...] = (0,)) -> str:

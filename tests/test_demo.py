@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import io
-import random
 import subprocess
 import sys
 import threading
 
 import pytest
 
-from neon_nb import demo
+from neon_nb import Batch, demo, task_kinds
 
 
 class _ThreadRecordingStream(io.StringIO):
@@ -23,17 +22,6 @@ class _ThreadRecordingStream(io.StringIO):
     def write(self, s: str) -> int:
         self.writers.add(threading.current_thread().name)
         return super().write(s)
-
-
-def _expected_failures(tasks: list, seed: int, fail_prob: float) -> int:
-    """Flaky tasks whose own seeded coin fails all 3 attempts (1 try + 2 retries)."""
-    failed = 0
-    for i, t in enumerate(tasks):
-        if isinstance(t.function, demo.Flaky):
-            rng = random.Random(f"{seed}-{i}")
-            if all(rng.random() < fail_prob for _ in range(3)):
-                failed += 1
-    return failed
 
 
 def test_counts_add_up_and_progress_comes_from_the_subscription():
@@ -63,11 +51,36 @@ def test_counts_add_up_and_progress_comes_from_the_subscription():
 
 
 def test_failures_are_seeded():
-    tasks, _ = demo.build_tasks(80, seed=11, fail_prob=0.5)
+    batches = demo.build_batches(80, seed=11, fail_prob=0.5)
     r = demo.run_demo(tasks=80, workers=8, seed=11, fail_prob=0.5, cancel_share=0.0, progress=None)
     assert r.counts["cancelled"] == 0
-    assert r.counts["failed"] == _expected_failures(tasks, 11, 0.5)
+    # Planned when the batch is built: a flaky task fails if all 3 of its attempts are planned to.
+    want = batches["flaky"].expected()
+    assert 0 < want["failed"] < r.mix["flaky"]
+    assert r.counts["failed"] == want["failed"]
+    assert r.status["retried_tasks"] == want["retried"]
     assert r.outcomes["io"]["failed"] == r.outcomes["cpu"]["failed"] == 0
+
+
+def test_the_mix_is_built_from_batch_and_the_registered_task_kinds():
+    batches = demo.build_batches(100, seed=4, fail_prob=0.3)
+    assert set(batches) == {"io", "cpu", "flaky"}
+    assert all(isinstance(b, Batch) and b.task_kind is task_kinds()[k] for k, b in batches.items())
+    tasks, kind_of = demo.build_tasks(100, seed=4, fail_prob=0.3)
+    assert len(tasks) == 100 and sorted(kind_of) == sorted(str(t.id) for t in tasks)
+    functions = {kind_of[str(t.id)]: set() for t in tasks}
+    for t in tasks:
+        fn = t.function
+        functions[kind_of[str(t.id)]].add(getattr(fn, "fn", fn))  # a flaky attempt wraps its kind's fn
+    assert functions == {k: {task_kinds()[k].fn} for k in ("io", "cpu", "flaky")}
+    # The kinds are interleaved, not queued one kind after another.
+    assert len({kind_of[str(t.id)] for t in tasks[:20]}) == 3
+
+
+def test_same_seed_same_outcomes():
+    runs = [demo.run_demo(tasks=120, workers=4, seed=9, progress=None) for _ in range(2)]
+    assert runs[0].outcomes == runs[1].outcomes
+    assert runs[0].cancelled_on_purpose == runs[0].counts["cancelled"] == round(0.02 * 120)
 
 
 def test_summary_text(capsys):
@@ -81,6 +94,27 @@ def test_summary_text(capsys):
     total = next(line for line in out.splitlines() if line.startswith("total"))
     assert total.split()[-1] == "30"
     assert "throughput" in out
+
+
+def test_summary_explains_every_count_that_differs():
+    r = demo.run_demo(tasks=200, workers=4, seed=42, progress=None)
+    text = " ".join(demo.format_summary(r).split())  # unwrapped
+    cancelled = r.counts["cancelled"]
+    assert cancelled == r.cancelled_on_purpose == 4
+    # The table's cancellations are explained...
+    assert (f"cancelled: {cancelled} low-priority tasks that the demo cancelled on purpose while they "
+            f"were still queued") in text
+    # ...and so is the shutdown line's different count.
+    assert f"{len(r.report.cancelled)} cancelled, 0 abandoned while running" in text
+    assert (f"its cancelled counts only the tasks the shutdown itself cancelled, 0 here: the "
+            f"{cancelled} above were cancelled before it") in text
+    # Latency counts are attempts: the numbers add up and say so.
+    attempts = r.snapshot.latency["run_time"].count
+    retries = r.status["retried_tasks"]
+    ran = r.counts["succeeded"] + r.counts["failed"]
+    assert attempts == ran + retries
+    assert f"count attempts: {attempts} = {ran} tasks that ran + {retries} retries" in text
+    assert r.snapshot.latency["end_to_end"].count == ran
 
 
 def test_bad_arguments():

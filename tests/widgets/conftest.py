@@ -30,7 +30,7 @@ try:
     import ipywidgets  # noqa: F401
     import matplotlib  # noqa: F401
 except ImportError:  # a core-only install: only the import-guard tests apply
-    collect_ignore = ["test_dashboard.py", "test_batch.py", "test_plots.py"]
+    collect_ignore = ["test_dashboard.py", "test_batch_builder.py", "test_plots.py"]
 
 
 @pytest.fixture(autouse=True)

@@ -1,14 +1,25 @@
-"""Batch (seeded, deterministic), the task-kind registry, and the BatchBuilder widget."""
+"""Batch (seeded, deterministic) and the task-kind registry: pure Python, in the core.
+
+The BatchBuilder widget, which builds a `Batch` from a form, is tested in tests/widgets.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from neon_nb import Task
-from neon_nb.batch import FlakyTaskError, _Flaky, cpu_task, io_task
-from neon_nb.widgets import Batch, BatchBuilder, TaskKind, get_task_kind, register_task_kind, task_kinds
+from neon_nb import (
+    Batch,
+    FlakyTaskError,
+    NeonError,
+    Task,
+    TaskKind,
+    get_task_kind,
+    register_task_kind,
+    task_kinds,
+)
+from neon_nb.batch import _Flaky, cpu_task, io_task
 
-from .helpers import WAIT, on_thread, wait_for_trait
+from .conftest import WAIT
 
 
 def test_builtin_kinds():
@@ -70,8 +81,9 @@ def test_bad_parameters_raise_clear_errors(bad):
 def test_flaky_wrapper_fails_the_planned_attempts():
     call = _Flaky(io_task, 2)
     for attempt in (1, 2):
-        with pytest.raises(FlakyTaskError, match=f"attempt {attempt}"):
+        with pytest.raises(FlakyTaskError, match=f"attempt {attempt}") as ei:
             call(0.0)
+        assert isinstance(ei.value, NeonError) and isinstance(ei.value, RuntimeError)
     assert call(0.0) == 0.0
 
 
@@ -102,54 +114,3 @@ def test_register_a_user_task_kind():
         assert isinstance(task, Task) and task.args == () and task.function() == 42
     finally:
         register_task_kind("test-double", io_task, replace=True)
-
-
-# ---------------------------------------------------------------- the widget
-def test_builder_form_makes_the_programmatic_batch(make_worker):
-    builder = BatchBuilder(make_worker(max_workers=1))
-    builder.kind.value = "flaky"
-    assert builder.failure.value == get_task_kind("flaky").failure_probability
-    builder.count.value = 12
-    builder.dist.value = "uniform"
-    builder.duration.value, builder.duration_high.value = 0.01, 0.02
-    builder.priority_mode.value = "random"
-    builder.priority.value = "0-10"
-    builder.retries.value = 2
-    builder.seed.value = "5"
-    b = builder.batch()
-    assert (b.kind, b.count, b.duration, b.priority, b.retries, b.seed) == \
-        ("flaky", 12, ("uniform", 0.01, 0.02), ("random", 0, 10), 2, 5)
-    builder.priority_mode.value = "classes"
-    builder.priority.value = "0, 5, 10"
-    assert builder.batch().priority == ("classes", [0, 5, 10])
-
-
-def test_submit_button_adds_the_batch_while_the_worker_runs(make_worker, gate):
-    worker = make_worker(max_workers=2, queue_size=5, log_level="CRITICAL")
-    blocker = worker.submit(gate.wait, WAIT)  # the worker is busy
-    builder = BatchBuilder(worker, kind="io", count=30)
-    builder.duration.value = 0.0
-    builder.seed.value = "1"
-    on_thread(lambda: builder.submit_button.click())  # returns at once, queue or not
-    assert wait_for_trait(builder.status, "value", lambda v: v.startswith("submitting")
-                          or v.startswith("submitted"))
-    gate.set()
-    assert builder.wait_submitted(WAIT)
-    assert wait_for_trait(builder.status, "value", lambda v: v.startswith("submitted 30 io"))
-    assert worker.wait_for_completion(WAIT) and blocker.result(0) is True
-    assert worker.get_status()["completed_tasks"] == 31
-    assert len(builder.submitted) == 1
-
-
-def test_builder_reports_bad_input_and_shutdown(make_worker):
-    worker = make_worker(max_workers=1)
-    builder = BatchBuilder(worker)
-    builder.priority.value = "high"
-    builder.submit_button.click()
-    assert builder.status.value.startswith("not submitted: priority 'fixed' needs one integer")
-    builder.priority.value = "1"
-    worker.shutdown()
-    builder.submit_button.click()
-    assert builder.wait_submitted(WAIT)
-    assert "WorkerShutdownError" in builder.status.value
-    assert builder.submitted == []
