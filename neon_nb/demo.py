@@ -118,13 +118,14 @@ def build_batches(n: int, seed: int, fail_prob: float) -> dict[str, Batch]:
     """
     counts = {kind: round(share * n) for kind, share in SHARES.items()}
     counts["flaky"] = n - sum(counts.values())
-    return {
-        kind: Batch(kind=kind, count=counts[kind], duration=DURATIONS[kind], priority=PRIORITY_CLASSES,
-                    seed=seed * 10 + i, id_prefix=f"{kind}-",
-                    **({"failure_probability": fail_prob, "retries": FLAKY_RETRIES, "retry_delay": 0.02}
-                       if kind == "flaky" else {}))
-        for i, kind in enumerate(KINDS)
-    }
+
+    def batch(i: int, kind: str, **retrying: Any) -> Batch:
+        return Batch(kind=kind, count=counts[kind], duration=DURATIONS[kind], priority=PRIORITY_CLASSES,
+                     seed=seed * 10 + i, id_prefix=f"{kind}-", **retrying)
+
+    return {"io": batch(0, "io"), "cpu": batch(1, "cpu"),
+            "flaky": batch(2, "flaky", failure_probability=fail_prob, retries=FLAKY_RETRIES,
+                           retry_delay=0.02)}
 
 
 def build_tasks(n: int, seed: int, fail_prob: float) -> tuple[list[Task], dict[str, str]]:
@@ -197,6 +198,7 @@ def run_demo(tasks: int = 400, workers: int = 8, seed: int = 42, *, fail_prob: f
         else:
             c["succeeded"] += 1
     mix = Counter(kind_of.values())
+    assert report is not None  # shutdown() with wait=True (the default) always returns its report
     return DemoResult(tasks=tasks, workers=workers, seed=seed, elapsed=elapsed, outcomes=outcomes,
                       status=status, snapshot=snapshot, report=report,
                       queue_wait_by_priority={p: statistics.median(v) for p, v in waits.items()},
