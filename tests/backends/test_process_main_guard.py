@@ -102,6 +102,18 @@ def test_script_with_the_guard_runs(tmp_path, body):
     assert out.stdout.splitlines() == ["result 49"]
 
 
+def test_fork_start_method_needs_no_guard(tmp_path):
+    # fork does not import the main module again: nothing to refuse.
+    out = run_script(tmp_path, """
+        from neon_nb.backends import ProcessBackend
+        w = NeonWorker(1, backend=ProcessBackend(mp_context="fork")).start()
+        print("result", w.submit(square, 7).result(timeout=60))
+        w.shutdown()
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["result 49"]
+
+
 def test_a_pool_that_cannot_start_is_not_retried(tmp_path):
     # Guarded, but the module fails whenever a worker process imports it (it runs as __mp_main__
     # there): no process can ever start. One clear error, and no pool after pool.
