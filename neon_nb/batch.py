@@ -270,9 +270,13 @@ class Batch:
                             retry_attempts=self.retries, retry_delay=self.retry_delay))
         return out
 
-    def submit(self, worker: Any, block: bool = True, timeout: float | None = None) -> list[Any]:
-        """Queue the batch on ``worker`` (running or not); return the futures. See `NeonWorker.add_tasks`."""
-        return worker.add_tasks(self.tasks(), block=block, timeout=timeout)
+    def submit(self, worker: Any, block: bool = True, timeout: float | None = None, *,
+               background: bool = False) -> list[Any]:
+        """Queue the batch on ``worker`` and return the futures; see `NeonWorker.add_tasks`.
+
+        ``background=True`` returns at once, the tasks entering the queue as room frees.
+        """
+        return worker.add_tasks(self.tasks(), block=block, timeout=timeout, background=background)
 
     def expected(self, retry_attempts: int | None = None) -> dict[str, int]:
         """Outcome counts if every task runs: ``succeeded``, ``failed`` and ``retried``.

@@ -244,10 +244,6 @@ def format_summary(r: DemoResult) -> str:
                [(th, f"{u:.0%}", "#" * round(u * 20)) for th, u in sorted(util.items())], left=(0, 2)))
     add("")
     add(f"Shutdown: {r.report}")
-    add(_note(f"(its succeeded and failed count the worker's whole life; its cancelled counts only "
-              f"the tasks the shutdown itself cancelled, {len(r.report.cancelled)} here: the "
-              f"{r.counts['cancelled'] - len(r.report.cancelled)} above were cancelled before it)",
-              indent="  "))
     return "\n".join(out)
 
 
