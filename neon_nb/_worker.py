@@ -54,6 +54,7 @@ from typing import Any
 from ._checks import bounded_wait, check_hashable, check_timeout, deadline_of
 from ._config import FROM_CONFIG, WorkerConfig, _FromConfig, config_manager
 from ._errors import (
+    BackendUnavailableError,
     DuplicateTaskError,
     NeonError,
     QueueFullError,
@@ -1198,8 +1199,8 @@ class NeonWorker:
 
     def _retryable(self, rec: _Record, exc: BaseException) -> bool:
         try:
-            if isinstance(exc, TaskPicklingError):
-                return False  # the task cannot cross a process boundary: another attempt cannot help
+            if isinstance(exc, (TaskPicklingError, BackendUnavailableError)):
+                return False  # the task cannot cross to its backend: another attempt cannot help
             if self._always_retry and isinstance(exc, self._always_retry):
                 return True  # the backend's failure (a lost process), not the task's
             retry_on = rec.retry_on if rec.retry_on is not None else self._retry_on
