@@ -31,9 +31,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ._metrics import MetricsSnapshot, TaskSpan
+from .scaling import ScalingResult
 
-__all__ = ["OUTCOME_COLOURS", "plot_latency", "plot_task_stream", "plot_throughput", "render_png",
-           "throughput_steps"]
+__all__ = ["OUTCOME_COLOURS", "plot_latency", "plot_scaling", "plot_task_stream", "plot_throughput",
+           "render_png", "throughput_steps"]
 
 #: Colour of each attempt outcome in every plot (and in the dashboard's counts).
 OUTCOME_COLOURS = {
@@ -285,3 +286,99 @@ def plot_task_stream(snapshot: MetricsSnapshot | None, *, figure: Figure | None 
 def _short_thread(name: str) -> str:
     # "neon-worker_3" -> "worker_3": the worker's name is on the dashboard already.
     return name.rsplit("-", 1)[-1]
+
+
+# ---------------------------------------------------------------------- scaling
+def plot_scaling(result: ScalingResult, *, figure: Figure | None = None,
+                 figsize: tuple[float, float] = (6.0, 4.0), title: str | None = None) -> Figure:
+    """Speedup against the number of workers, from a `neon_nb.scaling.ScalingResult`.
+
+    The measured speedups (dots; a bar spans the fastest to the slowest run
+    when there were several), the ideal line ``S(n) = n``, Amdahl's curve
+    for the fitted parallel fraction, and the CPUs this process could use
+    (a vertical line, when it falls inside the axis). The x axis spans the
+    planned worker counts, so a partial result (a live experiment, or a
+    stopped one) keeps the same axes: its missing counts are ticks without
+    a dot. Past 16 workers both axes are base-2 logarithmic (the ideal line
+    stays straight).
+    """
+    fig = _figure(figure, figsize, left=0.11, right=0.97, bottom=0.13, top=0.9)
+    ax = fig.add_subplot()
+    ax.set_title(title if title is not None else _scaling_title(result), fontsize=10, loc="left")
+    planned = sorted(set(result.planned) | set(result.workers)) or [1]
+    top = max(planned)
+    log = top > 16
+    ns = np.geomspace(1, top, 200) if log else np.linspace(1, top, 200)
+    ax.plot(ns, ns, "--", color="0.4", linewidth=1, zorder=2.5, label="ideal: S(n) = n")
+    p = result.parallel_fraction
+    if p is not None:
+        ax.plot(ns, 1 / ((1 - p) + p / ns), "-", color="#ff7f0e", linewidth=1.5, alpha=0.9,
+                label=f"Amdahl's law, fitted p = {p:.3f} ({_ceiling(result)})")
+    _scaling_points(ax, result)
+    cpus = result.cpu_count
+    if 1 < cpus <= top:
+        ax.axvline(cpus, color="0.6", linewidth=1, linestyle="-.", zorder=0,
+                   label=f"{cpus} CPUs available")
+    highest = max(result.speedup.values(), default=1.0)
+    if log:
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.set_xlim(planned[0] / 1.2, top * 1.2)
+        ax.set_ylim(0.5, max(top, highest) * 1.3)
+        ax.set_yticks([2 ** k for k in range(int(math.log2(max(top, highest))) + 1)])
+        ax.yaxis.set_major_formatter("{x:g}")
+    else:
+        ax.set_xlim(planned[0] - 0.4, top + 0.6)
+        ax.set_ylim(0, max(top, highest) * 1.1)
+    ax.set_xticks(planned)
+    ax.set_xticklabels([str(n) for n in planned])
+    ax.set_xlabel("workers", fontsize=8)
+    ax.set_ylabel("speedup over 1 worker", fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.25)
+    ax.legend(fontsize=7, loc="upper left", frameon=True, facecolor="white", edgecolor="none",
+              framealpha=0.9)
+    if not result.speedup:
+        ax.text(0.5, 0.5, "stopped before a count was measured" if result.stopped
+                else "measuring 1 worker...", ha="center", va="center", transform=ax.transAxes,
+                color="0.45")
+    return fig
+
+
+def _scaling_title(result: ScalingResult) -> str:
+    missing = [n for n in result.planned if n not in result.workers]
+    if not missing:
+        return f"Scaling: {result.label} on {result.backend}"
+    state = "stopped, not measured" if result.stopped else "to measure"
+    return f"Scaling: {result.label} on {result.backend} ({state}: {', '.join(map(str, missing))})"
+
+
+def _ceiling(result: ScalingResult) -> str:
+    ceiling = result.max_speedup
+    if ceiling is None or ceiling == math.inf:
+        return "no ceiling"
+    return f"ceiling {ceiling:,.0f}x" if ceiling >= 100 else f"ceiling {ceiling:.3g}x"
+
+
+def _scaling_points(ax: Any, result: ScalingResult) -> None:
+    """The measured speedups, with the spread of the runs as a vertical bar."""
+    speedup = result.speedup
+    if not speedup:
+        return
+    base = result.seconds[1]
+    xs, ys, lo, hi = [], [], [], []
+    for pt in result.points:
+        s = speedup[pt.workers]
+        runs = [base / t for t in pt.seconds]  # each run's speedup over the 1-worker figure
+        xs.append(pt.workers)
+        ys.append(s)
+        lo.append(max(0.0, s - min(runs)))
+        hi.append(max(0.0, max(runs) - s))
+    label = f"measured ({result.statistic} of {result.repeats} runs)" if result.repeats > 1 else "measured"
+    ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", color="#1f77b4", markersize=6, capsize=3,
+                elinewidth=1, zorder=3, label=label)
+    for x, y in zip(xs, ys):
+        ax.annotate(f"{y:.2f}x", (x, y), xytext=(-6, 6), textcoords="offset points", ha="right",
+                    fontsize=7, color="#1f77b4")
