@@ -34,7 +34,7 @@ from ._metrics import MetricsSnapshot, TaskSpan
 from .scaling import ScalingResult
 
 __all__ = ["OUTCOME_COLOURS", "plot_latency", "plot_scaling", "plot_task_stream", "plot_throughput",
-           "render_png", "throughput_steps"]
+           "render_png", "short_thread_name", "task_stream_lanes", "throughput_steps"]
 
 #: Colour of each attempt outcome in every plot (and in the dashboard's counts).
 OUTCOME_COLOURS = {
@@ -275,7 +275,7 @@ def plot_task_stream(snapshot: MetricsSnapshot | None, *, figure: Figure | None 
     ax.set_xlim(first - pad, last + pad)
     ax.set_ylim(-0.6, len(lanes) - 0.4)
     ax.set_yticks(range(len(lanes)))
-    ax.set_yticklabels([_short_thread(n) for n in lanes], fontsize=7)
+    ax.set_yticklabels([short_thread_name(n) for n in lanes], fontsize=7)
     ax.invert_yaxis()
     ax.tick_params(axis="x", labelsize=7)
     ax.set_xlabel("seconds since start", fontsize=8)
@@ -283,8 +283,8 @@ def plot_task_stream(snapshot: MetricsSnapshot | None, *, figure: Figure | None 
     return fig
 
 
-def _short_thread(name: str) -> str:
-    # "neon-worker_3" -> "worker_3": the worker's name is on the dashboard already.
+def short_thread_name(name: str) -> str:
+    """``"neon-worker_3"`` -> ``"worker_3"``: a worker thread's name without its worker's name."""
     return name.rsplit("-", 1)[-1]
 
 

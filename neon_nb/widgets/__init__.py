@@ -9,7 +9,13 @@ event subscription's delivery thread (``worker.subscribe(on="thread")``),
 which keeps running while the kernel is busy in another cell. Worker threads
 never touch a widget. Button and slider callbacks, which ipykernel 7 may run
 on a subshell thread while a cell runs, only call thread-safe worker methods.
-See ``/work/shared/notes/jupyter-threads.md`` in the project notes for why.
+
+Why not the kernel's own thread: code queued on the kernel's asyncio loop
+(``call_soon_threadsafe``) runs only when no cell is running, so a display fed
+that way freezes for the whole of a busy cell. Setting a widget trait from any
+thread is safe (every message leaves through ipykernel's IOPub thread, with
+ipykernel >= 7.1 or < 7), and the Jupyter server drops iopub messages above
+1,000 per second, hence one owner thread per view refreshing at about 10 Hz.
 """
 
 from __future__ import annotations

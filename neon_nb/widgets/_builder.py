@@ -20,7 +20,7 @@ from typing import Any
 import ipywidgets as W
 
 from ..batch import DISTRIBUTIONS, PRIORITY_MODES, Batch, get_task_kind, task_kinds
-from ._dashboard import WidgetView, _css
+from .view import WidgetView, add_classes, widget_tree
 
 __all__ = ["BatchBuilder"]
 
@@ -60,41 +60,41 @@ class BatchBuilder(WidgetView):
         kinds = task_kinds()
         first = get_task_kind(kind)
         style = {"description_width": "110px"}
-        self.kind = _css(W.Dropdown(options=list(kinds), value=first.name, description="task kind",
+        self.kind = add_classes(W.Dropdown(options=list(kinds), value=first.name, description="task kind",
                                     style=style), "neon-batch-kind")
-        self.kind_help = _css(W.HTML(value=_kind_help(first)), "neon-batch-kind-help")
-        self.count = _css(W.BoundedIntText(value=count, min=1, max=1_000_000, description="count",
+        self.kind_help = add_classes(W.HTML(value=_kind_help(first)), "neon-batch-kind-help")
+        self.count = add_classes(W.BoundedIntText(value=count, min=1, max=1_000_000, description="count",
                                            style=style), "neon-batch-count")
-        self.dist = _css(W.Dropdown(options=list(DISTRIBUTIONS), value="fixed",
+        self.dist = add_classes(W.Dropdown(options=list(DISTRIBUTIONS), value="fixed",
                                     description="duration", style=style), "neon-batch-dist")
-        self.duration = _css(W.BoundedFloatText(value=first.default_duration, min=0, max=3600,
+        self.duration = add_classes(W.BoundedFloatText(value=first.default_duration, min=0, max=3600,
                                                 step=0.01, description="seconds (mean/low)",
                                                 style=style), "neon-batch-duration")
-        self.duration_high = _css(W.BoundedFloatText(value=first.default_duration * 2, min=0,
+        self.duration_high = add_classes(W.BoundedFloatText(value=first.default_duration * 2, min=0,
                                                      max=3600, step=0.01,
                                                      description="uniform: high", style=style),
                                   "neon-batch-duration-high")
-        self.priority_mode = _css(W.Dropdown(options=list(PRIORITY_MODES), value="fixed",
+        self.priority_mode = add_classes(W.Dropdown(options=list(PRIORITY_MODES), value="fixed",
                                              description="priority", style=style),
                                   "neon-batch-priority-mode")
-        self.priority = _css(W.Text(value="0", description="value(s)",
+        self.priority = add_classes(W.Text(value="0", description="value(s)",
                                     placeholder="fixed: 5 · random: 0-10 · classes: 0, 5, 10",
                                     style=style), "neon-batch-priority")
-        self.retries = _css(W.BoundedIntText(value=1, min=0, max=1000, description="retries",
+        self.retries = add_classes(W.BoundedIntText(value=1, min=0, max=1000, description="retries",
                                              style=style), "neon-batch-retries")
-        self.retry_delay = _css(W.BoundedFloatText(value=0.1, min=0, max=3600, step=0.05,
+        self.retry_delay = add_classes(W.BoundedFloatText(value=0.1, min=0, max=3600, step=0.05,
                                                    description="retry delay s", style=style),
                                 "neon-batch-retry-delay")
-        self.failure = _css(W.FloatSlider(value=first.failure_probability, min=0, max=1, step=0.05,
+        self.failure = add_classes(W.FloatSlider(value=first.failure_probability, min=0, max=1, step=0.05,
                                           description="failure p", style=style), "neon-batch-failure")
-        self.seed = _css(W.Text(value="", description="seed", placeholder="blank: random",
+        self.seed = add_classes(W.Text(value="", description="seed", placeholder="blank: random",
                                 style=style), "neon-batch-seed")
-        self.submit_button = _css(W.Button(description="Submit", icon="plus", button_style="primary"),
+        self.submit_button = add_classes(W.Button(description="Submit", icon="plus", button_style="primary"),
                                   "neon-batch-submit")
-        self.status = _css(W.Label(value=""), "neon-batch-status")
+        self.status = add_classes(W.Label(value=""), "neon-batch-status")
         self.kind.observe(self._on_kind, names="value")
         self.submit_button.on_click(self._on_click)
-        self.widget = _css(W.VBox([
+        self.widget = add_classes(W.VBox([
             W.HBox([self.kind, self.kind_help]),
             self.count,
             W.HBox([self.dist, self.duration, self.duration_high], layout=W.Layout(flex_flow="row wrap")),
@@ -189,10 +189,8 @@ class BatchBuilder(WidgetView):
 
     def close(self) -> None:
         """Close the form's widgets (batches already handed to the feeder still go to the worker)."""
-        from ._dashboard import _walk
-
         with self._lock:
-            for w in _walk(self.widget):
+            for w in widget_tree(self.widget):
                 w.close()
 
     def __repr__(self) -> str:

@@ -58,7 +58,16 @@ import ipywidgets as W
 
 from .._errors import WorkerShutdownError
 from .._events import EventBatch, EventKind
-from ..plots import OUTCOME_COLOURS, plot_latency, plot_task_stream, plot_throughput, render_png
+from ..plots import (
+    OUTCOME_COLOURS,
+    plot_latency,
+    plot_task_stream,
+    plot_throughput,
+    render_png,
+    short_thread_name,
+    task_stream_lanes,
+)
+from .view import WidgetView, add_classes, widget_tree
 
 __all__ = ["Dashboard"]
 
@@ -88,24 +97,6 @@ def _more_coming(status: Mapping[str, Any]) -> bool:
     """Is a further event certain? A running task or a pending retry will emit one."""
     return (status["running_tasks"] > 0 or status["retry_waiting_tasks"] > 0
             or (status["queued_tasks"] > 0 and status["state"] == "running"))
-
-
-def _css(widget: W.DOMWidget, *classes: str) -> W.DOMWidget:
-    for c in classes:
-        widget.add_class(c)
-    return widget
-
-
-class WidgetView:
-    """Displays as its ``widget`` (a box of ipywidgets), with its own repr as the text fallback."""
-
-    widget: Any
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        data = self.widget._repr_mimebundle_(**kwargs)
-        if isinstance(data, dict):
-            data["text/plain"] = repr(self)
-        return data
 
 
 class Dashboard(WidgetView):
@@ -187,27 +178,27 @@ class Dashboard(WidgetView):
     def _build(self) -> None:
         status = self._worker.get_status()
         n = status["max_workers"]
-        self.title = _css(W.HTML(value=self._title_html(status)), "neon-title")
-        self.state = _css(W.Label(value=status["state"]), "neon-state")
-        self.pool_size = _css(W.Label(value=_pool_text(status)), "neon-pool-size")
-        self.progress = _css(W.IntProgress(value=0, min=0, max=1, description="",
+        self.title = add_classes(W.HTML(value=self._title_html(status)), "neon-title")
+        self.state = add_classes(W.Label(value=status["state"]), "neon-state")
+        self.pool_size = add_classes(W.Label(value=_pool_text(status)), "neon-pool-size")
+        self.progress = add_classes(W.IntProgress(value=0, min=0, max=1, description="",
                                            layout=W.Layout(width="60%")), "neon-progress")
-        self.progress_label = _css(W.Label(value="0 / 0 finished"), "neon-progress-label")
-        self.counts = _css(W.HTML(value=""), "neon-counts")
+        self.progress_label = add_classes(W.Label(value="0 / 0 finished"), "neon-progress-label")
+        self.counts = add_classes(W.HTML(value=""), "neon-counts")
 
-        self.cancel_button = _css(W.Button(description="Cancel pending", icon="ban",
+        self.cancel_button = add_classes(W.Button(description="Cancel pending", icon="ban",
                                            tooltip="Cancel every queued task and pending retry"),
                                   "neon-btn-cancel")
-        self.shutdown_button = _css(W.Button(description="Shut down", icon="power-off",
+        self.shutdown_button = add_classes(W.Button(description="Shut down", icon="power-off",
                                              button_style="danger",
                                              tooltip="Stop accepting tasks; queued tasks still run "
                                                      "within the shutdown timeout"),
                                     "neon-btn-shutdown")
-        self.pause_button = _css(W.ToggleButton(value=bool(self._worker.paused), description="Pause",
+        self.pause_button = add_classes(W.ToggleButton(value=bool(self._worker.paused), description="Pause",
                                                 icon="pause", tooltip="Pause or resume dispatch"),
                                  "neon-btn-pause")
         slider_max = min(4096, max(16, 2 * n, 2 * (os.cpu_count() or 1)))
-        self.workers_slider = _css(W.IntSlider(value=n, min=1, max=slider_max, step=1,
+        self.workers_slider = add_classes(W.IntSlider(value=n, min=1, max=slider_max, step=1,
                                                description="max_workers", continuous_update=False,
                                                style={"description_width": "initial"}),
                                    "neon-slider-workers")
@@ -217,21 +208,21 @@ class Dashboard(WidgetView):
         self.workers_slider.observe(self._on_slider, names="value")
 
         image = {"format": "png", "layout": W.Layout(max_width="100%", height="auto")}
-        self.throughput = _css(W.Image(**image), "neon-throughput", "neon-plot")
-        self.latency = _css(W.Image(**image), "neon-latency", "neon-plot")
-        self.task_stream = _css(W.Image(**image), "neon-taskstream", "neon-plot")
-        self.utilisation = _css(W.HTML(value=""), "neon-utilisation")
+        self.throughput = add_classes(W.Image(**image), "neon-throughput", "neon-plot")
+        self.latency = add_classes(W.Image(**image), "neon-latency", "neon-plot")
+        self.task_stream = add_classes(W.Image(**image), "neon-taskstream", "neon-plot")
+        self.utilisation = add_classes(W.HTML(value=""), "neon-utilisation")
 
-        self.widget = _css(W.VBox([
-            _css(W.HBox([self.title, self.state, self.pool_size],
+        self.widget = add_classes(W.VBox([
+            add_classes(W.HBox([self.title, self.state, self.pool_size],
                         layout=W.Layout(align_items="center", grid_gap="12px")), "neon-header"),
-            _css(W.HBox([self.progress, self.progress_label], layout=W.Layout(align_items="center")),
+            add_classes(W.HBox([self.progress, self.progress_label], layout=W.Layout(align_items="center")),
                  "neon-progress-row"),
             self.counts,
-            _css(W.HBox([self.cancel_button, self.pause_button, self.shutdown_button,
+            add_classes(W.HBox([self.cancel_button, self.pause_button, self.shutdown_button,
                          self.workers_slider], layout=W.Layout(flex_flow="row wrap")), "neon-controls"),
-            _css(W.HBox([self.throughput, self.utilisation], layout=W.Layout(align_items="flex-start")),
-                 "neon-row-throughput"),
+            add_classes(W.HBox([self.throughput, self.utilisation],
+                               layout=W.Layout(align_items="flex-start")), "neon-row-throughput"),
             self.latency,
             self.task_stream,
         ]), "neon-dashboard")
@@ -472,7 +463,7 @@ class Dashboard(WidgetView):
         if sub is not None:
             sub.cancel()
         with self._render_lock:
-            for w in _walk(self.widget):
+            for w in widget_tree(self.widget):
                 w.close()
             self._figures.clear()
 
@@ -510,21 +501,6 @@ def _weak_callback(dash: Dashboard) -> Any:
     return deliver
 
 
-def _walk(widget: Any) -> list[Any]:
-    """A widget, its children, recursively, and their layout and style widgets; each once."""
-    out: dict[int, Any] = {}
-    todo = [widget]
-    while todo:
-        w = todo.pop()
-        if id(w) in out:
-            continue
-        out[id(w)] = w
-        todo.extend(sub for sub in (getattr(w, "layout", None), getattr(w, "style", None))
-                    if isinstance(sub, W.Widget))
-        todo.extend(reversed(getattr(w, "children", ())))
-    return list(out.values())
-
-
 # ---------------------------------------------------------------- HTML bits
 def _pool_text(status: Mapping[str, Any]) -> str:
     n, threads = status["max_workers"], status["threads"]
@@ -555,10 +531,8 @@ def _bar_row(name: str, frac: float, note: str = "") -> str:
 
 
 def _utilisation_html(snap: Any) -> str:
-    from ..plots import _short_thread, task_stream_lanes
-
     util = snap.utilisation
-    rows = [_bar_row(_short_thread(t), util[t]) for t in task_stream_lanes((), util)]
+    rows = [_bar_row(short_thread_name(t), util[t]) for t in task_stream_lanes((), util)]
     head = f"<b>Utilisation</b> <small>(busy, last {snap.utilisation_span:.0f} s)</small>"
     return f"<div>{head}{''.join(rows) or '<div><i>no threads</i></div>'}</div>"
 

@@ -16,6 +16,7 @@ import neon_nb.widgets._dashboard as dashboard_module
 from neon_nb import EventKind, Task
 from neon_nb.batch import Batch
 from neon_nb.widgets import Dashboard
+from neon_nb.widgets.view import widget_tree
 
 from .helpers import WAIT, frontend_sets, on_thread, wait_for_trait
 
@@ -61,7 +62,7 @@ def test_updates_arrive_only_on_the_owner_thread(make_worker, dashboards, comms,
     def record(change):
         trait_threads.append(threading.current_thread().name)
 
-    widgets = dashboard_module._walk(dash.widget)
+    widgets = widget_tree(dash.widget)
     for w in widgets:
         w.observe(record)
     mark = comms.mark()
