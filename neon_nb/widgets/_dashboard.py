@@ -41,6 +41,13 @@ Who touches what (read before changing anything here):
    lock: every change after the subscription has an event, every change
    before it is in the first render. So `refresh` can always count on a
    delivery when the display is behind.
+7. A static picture for saved notebooks (`neon_nb.widgets.view`): displaying
+   the dashboard also displays one PNG of it (header, plots, utilisation),
+   which the live view hides. Once displayed, the owner recomposes it from
+   the PNGs it has just drawn and sends it as an update at most every
+   ``picture_interval`` seconds while it changes, and at once on the final
+   render (the worker stopped) and on `refresh`: a notebook that ends with
+   ``dashboard.refresh()`` saves the final picture.
 """
 
 from __future__ import annotations
@@ -67,7 +74,16 @@ from ..plots import (
     short_thread_name,
     task_stream_lanes,
 )
-from .view import WidgetView, add_classes, widget_tree
+from ._dashboard_picture import Count, dashboard_picture, header_png, utilisation_png
+from .view import (
+    PICTURE_CSS,
+    PICTURE_HIDER_CLASS,
+    StaticPicture,
+    WidgetView,
+    add_classes,
+    warn_without_frontend,
+    widget_tree,
+)
 
 __all__ = ["Dashboard"]
 
@@ -118,6 +134,13 @@ class Dashboard(WidgetView):
     hold the number (states: submitted, queued, running, retry-wait,
     succeeded, failed, cancelled, retried).
 
+    Displayed, it also leaves a static picture of its latest state in the
+    notebook (module notes, point 7), updated at most every
+    ``picture_interval`` seconds (None: only when the worker stops and on
+    `refresh`), so that a saved notebook shows the run on GitHub, nbviewer
+    or in ``jupyter nbconvert --to html``. Outside a notebook front end (a
+    plain script) it warns once that nothing will show it.
+
     Thread-safety: `refresh` and `close` may be called from any thread; all
     drawing happens on the subscription's delivery thread (see module notes).
     Works with ``enable_metrics=False`` (counts only) and after the worker
@@ -125,7 +148,13 @@ class Dashboard(WidgetView):
     """
 
     def __init__(self, worker: Any, *, max_rate_hz: float = 10.0, plot_budget: float = 0.10,
-                 plot_interval: float = 1.0, plot_max_interval: float = 3.0) -> None:
+                 plot_interval: float = 1.0, plot_max_interval: float = 3.0,
+                 picture_interval: float | None = 5.0) -> None:
+        warn_without_frontend(
+            "neon_nb.widgets.Dashboard",
+            "For pictures of a run in a script, use neon_nb.plots (plot_throughput, plot_latency, "
+            "plot_task_stream) or neon_nb.report.write_report(worker, 'run.html'); "
+            "`python -m neon_nb.demo --report run.html` writes an example.")
         if not (type(plot_budget) in (int, float) and 0 < plot_budget <= 1):
             raise ValueError(f"plot_budget must be a fraction in (0, 1], got {plot_budget!r}")
         if not (type(plot_interval) in (int, float) and plot_interval >= 0):
@@ -137,6 +166,11 @@ class Dashboard(WidgetView):
             raise ValueError(f"plot_max_interval must be seconds >= plot_interval, got "
                              f"{plot_max_interval!r}")
         self.plot_max_interval = float(plot_max_interval)
+        if picture_interval is not None and not (
+                type(picture_interval) in (int, float) and picture_interval > 0):
+            raise ValueError(f"picture_interval must be None or seconds > 0, got {picture_interval!r}")
+        self.picture_interval = None if picture_interval is None else float(picture_interval)
+        self.picture = StaticPicture(alt=f"neon_nb dashboard of worker {worker.name!r}")
 
         # Guarded by _render_lock: only the owner (and, before it exists or after it
         # ended, the thread that holds the lock) reads or writes these and the widgets.
@@ -148,8 +182,12 @@ class Dashboard(WidgetView):
         self._step = 1.0 / max_rate_hz
         self._busy_since: float | None = None
         self._figures: dict[str, Any] = {}
+        self._picture_png: bytes | None = None
+        self._pictured: tuple | None = None     # (status key, plotted) of the last picture
+        self._next_picture = 0.0
         self.status_renders = 0  # counters, for tests and the benchmark
         self.plot_renders = 0
+        self.picture_renders = 0
         self.deliveries = 0
 
         # Shared with any thread: a request for a full refresh, and its completion.
@@ -225,7 +263,10 @@ class Dashboard(WidgetView):
                                layout=W.Layout(align_items="flex-start")), "neon-row-throughput"),
             self.latency,
             self.task_stream,
-        ]), "neon-dashboard")
+            # Hides the static picture displayed after this view (module notes, point 7).
+            add_classes(W.HTML(value=f"<style>{PICTURE_CSS}</style>", layout=W.Layout(display="none")),
+                        PICTURE_HIDER_CLASS),
+        ]), "neon-dashboard", "neon-live-view")
 
     def _title_html(self, status: Mapping[str, Any]) -> str:
         return f"<b>neon_nb</b> worker <code>{html.escape(self._worker.name)}</code>"
@@ -309,18 +350,20 @@ class Dashboard(WidgetView):
                 self._busy_since = None
             elif self._busy_since is None:
                 self._busy_since = now
+            busy_since = now if self._busy_since is None else self._busy_since
             if plotted == self._plotted:
                 due = False
             elif force or final:
                 due = True
             elif more:
-                due = now >= self._busy_since + self.plot_interval and now >= self._next_plot_busy
+                due = now >= busy_since + self.plot_interval and now >= self._next_plot_busy
             else:
                 due = now >= self._next_plot_idle
             if due:
                 self._draw_plots(status)
                 self._plotted = plotted
             self._plots_behind = plotted != self._plotted
+            self._maybe_picture(status, (key, self._plotted), force or final, now)
             with self._done:
                 if force or final:
                     self._full_renders += 1
@@ -400,6 +443,60 @@ class Dashboard(WidgetView):
                                          max(self.plot_interval, cost / self.plot_budget))
         self._next_plot_idle = end + max(self.plot_interval, cost / _IDLE_PLOT_SHARE)
         self.plot_renders += 1
+
+    # ---------------------------------------------------------------- picture
+    def _maybe_picture(self, status: Mapping[str, Any], drawn: tuple, now_due: bool,
+                       now: float) -> None:
+        """Recompose and send the static picture if it was displayed, changed and is due. Owner only."""
+        picture = self.picture
+        if picture is None or not picture.shown or drawn == self._pictured:
+            return
+        interval = self.picture_interval
+        if not now_due and (interval is None or now < self._next_picture):
+            return
+        self._picture_png = self._compose_picture(status)
+        self._pictured = drawn
+        picture.update(self._picture_png, self._picture_text(status))
+        self._next_picture = time.monotonic() + (interval or 0.0)
+
+    def _compose_picture(self, status: Mapping[str, Any]) -> bytes:
+        """One PNG of the dashboard, from the plots' current PNGs. Under the render lock."""
+        finished = status["completed_tasks"] + status["failed_tasks"] + status["cancelled_tasks"]
+        header = header_png(f"neon_nb worker {self._worker.name!r}", status["state"], _pool_text(status),
+                            [Count(label, status[key], colour) for key, label, _suffix, colour in _COUNTS],
+                            finished, status["submitted_tasks"])
+        metrics = self._worker.metrics
+        snap = metrics.snapshot() if metrics is not None else None
+        util = utilisation_png(None if snap is None else snap.utilisation,
+                               0.0 if snap is None else snap.utilisation_span,
+                               (status["running_tasks"], status["threads"]))
+        self.picture_renders += 1
+        return dashboard_picture(header, self.throughput.value, util, self.latency.value,
+                                 self.task_stream.value, self._picture_text(status))
+
+    def _picture_text(self, status: Mapping[str, Any]) -> str:
+        """The picture in words: its ``text/plain`` and its PNG's Description."""
+        return (f"neon_nb dashboard of worker {self._worker.name!r}: {status['state']}; "
+                f"{status['submitted_tasks']} submitted, {status['completed_tasks']} succeeded, "
+                f"{status['failed_tasks']} failed, {status['cancelled_tasks']} cancelled, "
+                f"{status['retried_tasks']} retried")
+
+    def picture_text(self) -> str:
+        return self._picture_text(self._worker.get_status())
+
+    def picture_png(self) -> bytes | None:
+        """The static picture of the dashboard's current state (composed now if it is behind).
+
+        Called by the display, on the kernel thread: it takes the render lock,
+        like the owner, for the few tens of milliseconds of a composition.
+        """
+        with self._render_lock:
+            status = self._worker.get_status()
+            drawn = (tuple(status[k] for k in _STATUS_KEYS), self._plotted)
+            if self._picture_png is None or drawn != self._pictured:
+                self._picture_png = self._compose_picture(status)
+                self._pictured = drawn
+            return self._picture_png
 
     # ----------------------------------------------------------------- public
     @property

@@ -38,9 +38,10 @@ import base64
 import threading
 import uuid
 import warnings
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["PICTURE_CSS", "StaticPicture", "WidgetView", "add_classes", "has_frontend",
+__all__ = ["PICTURE_CSS", "PICTURE_HIDER_CLASS", "StaticPicture", "WidgetView", "add_classes", "has_frontend",
            "warn_without_frontend", "widget_tree"]
 
 #: The class of a widget element whose style rule hides the static picture next to it.
@@ -135,11 +136,22 @@ class StaticPicture:
         self._parents: list[dict[str, Any]] = []
         self.updates = 0  # messages sent by `update`, for tests
 
+    @property
+    def shown(self) -> bool:
+        """Was the picture displayed in a kernel (so that updates have somewhere to go)?"""
+        with self._lock:
+            return bool(self._parents)
+
     def bundle(self, png: bytes, text: str) -> dict[str, Any]:
         return {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": text}
 
-    def show(self, png: bytes, text: str) -> None:
-        """Display the picture in the current cell (on the kernel thread)."""
+    def show(self, render: Callable[[], bytes | None], text: str) -> None:
+        """Display ``render()`` (PNG bytes) in the current cell, on the kernel thread.
+
+        The cell is remembered *before* ``render`` runs: a change after that
+        point is either in the picture or sent as an update (an update that
+        arrives before the display is ignored, and the display is newer).
+        """
         from IPython.display import display
 
         pub = _display_publisher()
@@ -149,8 +161,10 @@ class StaticPicture:
                 known = {p.get("msg_id") for p in self._parents}
                 if parent.get("msg_id") not in known:
                     self._parents = [*self._parents, parent][-self.MAX_PARENTS:]
-        display(self.bundle(png, text), raw=True, display_id=self.display_id,
-                metadata={"image/png": {"alt": self.alt}})
+        png = render()
+        if png is not None:
+            display(self.bundle(png, text), raw=True, display_id=self.display_id,
+                    metadata={"image/png": {"alt": self.alt}})
 
     def update(self, png: bytes, text: str) -> int:
         """Replace the picture wherever it was shown; returns the number of messages sent."""
@@ -208,6 +222,9 @@ class WidgetView:
         from IPython.display import display
 
         display(self._repr_mimebundle_(), raw=True)
-        png = self.picture_png() if self.picture is not None else None
-        if self.picture is not None and png is not None:
-            self.picture.show(png, f"{self!r} (a picture of its latest state)")
+        if self.picture is not None:
+            self.picture.show(self.picture_png, self.picture_text())
+
+    def picture_text(self) -> str:
+        """The static picture in words (its ``text/plain``)."""
+        return f"{self!r} (a picture of its latest state)"

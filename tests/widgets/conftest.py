@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -67,7 +68,11 @@ def dashboards() -> Iterator[Callable[..., Any]]:
     from neon_nb.widgets import Dashboard
 
     def make(worker: Any, **kwargs: Any) -> Any:
-        d = Dashboard(worker, **kwargs)
+        with warnings.catch_warnings():
+            # No kernel here: the once-per-process "needs a notebook front end" warning is
+            # tested on its own (test_dashboard_picture.py).
+            warnings.filterwarnings("ignore", message=".*needs a notebook front end", category=RuntimeWarning)
+            d = Dashboard(worker, **kwargs)
         made.append(d)
         return d
 
