@@ -170,7 +170,7 @@ class Dashboard(WidgetView):
                 type(picture_interval) in (int, float) and picture_interval > 0):
             raise ValueError(f"picture_interval must be None or seconds > 0, got {picture_interval!r}")
         self.picture_interval = None if picture_interval is None else float(picture_interval)
-        self.picture = StaticPicture(alt=f"neon_nb dashboard of worker {worker.name!r}")
+        self.picture = StaticPicture()
 
         # Guarded by _render_lock: only the owner (and, before it exists or after it
         # ended, the thread that holds the lock) reads or writes these and the widgets.

@@ -129,9 +129,8 @@ class StaticPicture:
     #: At most this many displaying cells are remembered (the most recent ones).
     MAX_PARENTS = 8
 
-    def __init__(self, alt: str) -> None:
+    def __init__(self) -> None:
         self.display_id = f"neon-picture-{uuid.uuid4().hex}"
-        self.alt = alt
         self._lock = threading.Lock()
         self._parents: list[dict[str, Any]] = []
         self.updates = 0  # messages sent by `update`, for tests
@@ -163,8 +162,7 @@ class StaticPicture:
                     self._parents = [*self._parents, parent][-self.MAX_PARENTS:]
         png = render()
         if png is not None:
-            display(self.bundle(png, text), raw=True, display_id=self.display_id,
-                    metadata={"image/png": {"alt": self.alt}})
+            display(self.bundle(png, text), raw=True, display_id=self.display_id)
 
     def update(self, png: bytes, text: str) -> int:
         """Replace the picture wherever it was shown; returns the number of messages sent."""
@@ -176,7 +174,7 @@ class StaticPicture:
         current = dict(pub.parent_header or {})
         if current.get("msg_id") not in {p.get("msg_id") for p in parents}:
             parents.append(current)
-        content = {"data": self.bundle(png, text), "metadata": {"image/png": {"alt": self.alt}},
+        content = {"data": self.bundle(png, text), "metadata": {},
                    "transient": {"display_id": self.display_id}}
         for parent in parents:
             msg = pub.session.msg("update_display_data", content, parent=parent)

@@ -131,13 +131,13 @@ def publisher(monkeypatch):
     import IPython.display
 
     monkeypatch.setattr(IPython.display, "display",
-                        lambda data, raw, display_id, metadata: shown.append((data, display_id)))
+                        lambda data, raw, display_id: shown.append((data, display_id)))
     pub.shown = shown
     return pub
 
 
 def test_updates_go_to_each_displaying_cell_and_to_the_current_one(publisher) -> None:
-    pic = StaticPicture(alt="x")
+    pic = StaticPicture()
     assert pic.update(b"nothing shown yet", "t") == 0 and not pic.shown
     pic.show(lambda: b"png-1", "first")
     (data, display_id), = publisher.shown
@@ -173,14 +173,14 @@ def test_updates_go_to_each_displaying_cell_and_to_the_current_one(publisher) ->
 
 def test_a_change_during_the_display_is_not_lost(publisher) -> None:
     """The cell is remembered before the picture is rendered: an update can follow at once."""
-    pic = StaticPicture(alt="x")
+    pic = StaticPicture()
     seen_shown = []
     pic.show(lambda: seen_shown.append(pic.shown) or b"png", "t")
     assert seen_shown == [True]
 
 
 def test_remembered_cells_are_bounded(publisher) -> None:
-    pic = StaticPicture(alt="x")
+    pic = StaticPicture()
     for i in range(StaticPicture.MAX_PARENTS + 5):
         publisher.parent_header = {"msg_id": f"cell-{i}"}
         pic.show(lambda: b"png", "t")
