@@ -22,10 +22,12 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from ._config import get_config
 from ._task import Task, TaskFuture
 from ._worker import NeonWorker
 
 __all__ = [
+    "ScalingPlan",
     "ScalingPoint",
     "ScalingResult",
     "amdahl_speedup",
@@ -36,6 +38,8 @@ __all__ = [
 STATISTICS = ("median", "best")
 # Settings that measure_scaling sets itself, per worker count.
 _OWN_SETTINGS = ("max_workers", "name", "backend")
+# NeonWorker arguments that are not configuration settings.
+_WORKER_ARGUMENTS = ("exit_timeout", "retry_on")
 # While a stop flag is given, a run checks it this often (seconds).
 _STOP_POLL = 0.05
 # Shutting a worker down after a stop or a timeout: running tasks get this long.
@@ -371,24 +375,72 @@ def _make(make_tasks: Callable[[], Iterable[Task]]) -> list[Task]:
     return tasks
 
 
-@dataclass
-class _Plan:
+@dataclass(frozen=True)
+class ScalingPlan:
+    """A validated scaling experiment, ready to `run` (what `measure_scaling` builds and runs).
+
+    Build it with the arguments of `measure_scaling` (every one is checked
+    here, with a clear error); `run` measures, on the calling thread. The live
+    widget builds one at once (bad input fails at the call) and runs it on a
+    thread of its own. Immutable; `run` may be called more than once.
+    """
+
     make_tasks: Callable[[], Iterable[Task]]
-    backend: Any
-    repeats: int
-    warmup: int
-    timeout: float | None
-    stop: StopFlag | None
-    settings: dict[str, Any]
+    workers: tuple[int, ...] = (1, 2, 4, 8)
+    backend: Any = "threads"
+    repeats: int = 3
+    warmup: int = 2
+    timeout: float | None = None
+    statistic: str = "median"
+    label: str | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "workers", _check_workers(self.workers))
+        _check_plan(self)
+        object.__setattr__(self, "settings", MappingProxyType({"queue_size": 0, **self.settings}))
+        if self.label is None:
+            object.__setattr__(self, "label", getattr(self.make_tasks, "__name__", "tasks"))
+
+    def empty_result(self, *, stopped: bool = False) -> ScalingResult:
+        """The result before any count is measured (what a live chart starts from)."""
+        return self._result((), stopped=stopped)
+
+    def _result(self, points: Sequence[ScalingPoint], *, stopped: bool = False) -> ScalingResult:
+        return ScalingResult(tuple(points), planned=self.workers, backend=_describe_backend(self.backend),
+                             label=self.label or "tasks", repeats=self.repeats, warmup=self.warmup,
+                             stopped=stopped, statistic=self.statistic)
+
+    def run(self, on_progress: Callable[[ScalingResult], Any] | None = None,
+            stop: StopFlag | None = None) -> ScalingResult:
+        """Measure every worker count in turn; see `measure_scaling` for ``on_progress`` and ``stop``."""
+        if on_progress is not None and not callable(on_progress):
+            raise TypeError(f"on_progress must be None or a callable taking a ScalingResult, got "
+                            f"{on_progress!r}")
+        if stop is not None and not callable(getattr(stop, "is_set", None)):
+            raise TypeError(f"stop must be None or an object with is_set(), such as threading.Event, "
+                            f"got {stop!r}")
+        points: list[ScalingPoint] = []
+        for n in self.workers:
+            if stop is not None and stop.is_set():
+                return self._result(points, stopped=True)
+            try:
+                points.append(_measure_count(n, self, stop))
+            except _Stopped:
+                return self._result(points, stopped=True)
+            if on_progress is not None:
+                on_progress(self._result(points))
+        return self._result(points)
 
 
-def _run_once(worker: NeonWorker, tasks: list[Task], plan: _Plan, n: int) -> tuple[float, int]:
+def _run_once(worker: NeonWorker, tasks: list[Task], plan: ScalingPlan, n: int,
+              stop: StopFlag | None) -> tuple[float, int]:
     """Time one batch on ``worker``: (seconds from submission to the last completion, failures)."""
     t0 = time.perf_counter()
     futures = worker.add_tasks(tasks)
     countdown = _Countdown(futures)
     deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
-    outcome = countdown.wait(plan.stop, deadline)
+    outcome = countdown.wait(stop, deadline)
     if outcome == "stopped":
         raise _Stopped
     if outcome == "timeout":
@@ -399,7 +451,7 @@ def _run_once(worker: NeonWorker, tasks: list[Task], plan: _Plan, n: int) -> tup
     return countdown.finished_at - t0, failed
 
 
-def _measure_count(n: int, plan: _Plan) -> ScalingPoint:
+def _measure_count(n: int, plan: ScalingPlan, stop: StopFlag | None) -> ScalingPoint:
     """A fresh worker of ``n``: warm-up, then ``repeats`` timed runs. Raises `_Stopped`."""
     worker = NeonWorker(max_workers=n, name=f"scaling-{n}", backend=plan.backend, **plan.settings)
     clean = False
@@ -408,16 +460,16 @@ def _measure_count(n: int, plan: _Plan) -> ScalingPoint:
         if plan.warmup:
             # A few tasks per worker start every thread (or process, or cluster connection)
             # and warm the code paths; their time is not counted.
-            _run_once(worker, _make(plan.make_tasks)[: plan.warmup * n], plan, n)
+            _run_once(worker, _make(plan.make_tasks)[: plan.warmup * n], plan, n, stop)
         seconds: list[float] = []
         failed = 0
         tasks = 0
         for _ in range(plan.repeats):
-            if plan.stop is not None and plan.stop.is_set():
+            if stop is not None and stop.is_set():
                 raise _Stopped
             batch = _make(plan.make_tasks)
             tasks = len(batch)
-            took, bad = _run_once(worker, batch, plan, n)
+            took, bad = _run_once(worker, batch, plan, n, stop)
             seconds.append(took)
             failed += bad
         clean = True
@@ -443,7 +495,7 @@ def _check_workers(workers: Any) -> tuple[int, ...]:
     return tuple(sorted(counts))
 
 
-def _check_plan(plan: _Plan, statistic: Any, on_progress: Any) -> None:
+def _check_plan(plan: ScalingPlan) -> None:
     if not callable(plan.make_tasks):
         raise TypeError(f"make_tasks must be a callable returning a fresh list of neon_nb.Task, got "
                         f"{plan.make_tasks!r}")
@@ -455,18 +507,18 @@ def _check_plan(plan: _Plan, statistic: Any, on_progress: Any) -> None:
     timeout = plan.timeout
     if timeout is not None and not (type(timeout) in (int, float) and timeout > 0):
         raise ValueError(f"timeout must be None or seconds > 0, got {timeout!r}")
-    if statistic not in STATISTICS:
-        raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
-    if on_progress is not None and not callable(on_progress):
-        raise TypeError(f"on_progress must be None or a callable taking a ScalingResult, got "
-                        f"{on_progress!r}")
-    if plan.stop is not None and not callable(getattr(plan.stop, "is_set", None)):
-        raise TypeError(f"stop must be None or an object with is_set(), such as threading.Event, "
-                        f"got {plan.stop!r}")
+    if plan.statistic not in STATISTICS:
+        raise ValueError(f"statistic must be one of {STATISTICS}, got {plan.statistic!r}")
+    if plan.label is not None and not isinstance(plan.label, str):
+        raise TypeError(f"label must be a str or None, got {plan.label!r}")
+    _describe_backend(plan.backend)
     own = sorted(set(plan.settings) & set(_OWN_SETTINGS))
     if own:
         raise TypeError(f"{', '.join(own)} cannot be worker settings here: measure_scaling sets "
                         f"them (max_workers from workers=, one fresh worker per count)")
+    # The settings of each worker, checked now rather than when the first worker is built
+    # (on another thread, for the live widget): unknown names and bad values name themselves.
+    get_config().replace(**{k: v for k, v in plan.settings.items() if k not in _WORKER_ARGUMENTS})
 
 
 def _describe_backend(backend: Any) -> str:
@@ -544,22 +596,6 @@ def measure_scaling(
     from several threads at once (each call has its own workers, although
     they then compete for the same cores).
     """
-    counts = _check_workers(workers)
-    plan = _Plan(make_tasks, backend, repeats, warmup, timeout, stop, {"queue_size": 0, **worker_settings})
-    _check_plan(plan, statistic, on_progress)
-    meta: dict[str, Any] = {
-        "planned": counts, "backend": _describe_backend(backend), "repeats": repeats,
-        "warmup": warmup, "statistic": statistic,
-        "label": label if label is not None else getattr(make_tasks, "__name__", "tasks"),
-    }
-    points: list[ScalingPoint] = []
-    for n in counts:
-        if stop is not None and stop.is_set():
-            return ScalingResult(tuple(points), stopped=True, **meta)
-        try:
-            points.append(_measure_count(n, plan))
-        except _Stopped:
-            return ScalingResult(tuple(points), stopped=True, **meta)
-        if on_progress is not None:
-            on_progress(ScalingResult(tuple(points), **meta))
-    return ScalingResult(tuple(points), **meta)
+    plan = ScalingPlan(make_tasks, workers, backend, repeats,  # type: ignore[arg-type]  # checked there
+                       warmup, timeout, statistic, label, worker_settings)
+    return plan.run(on_progress, stop)

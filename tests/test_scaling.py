@@ -321,6 +321,8 @@ def test_a_backend_instance_serves_each_fresh_worker_in_turn() -> None:
     ({"backend": "gpu"}, ValueError, "backend must be"),
     ({"max_workers": 3}, TypeError, "max_workers cannot be worker settings here"),
     ({"retry_attempts": -1}, ValueError, "retry_attempts"),
+    ({"retry_atempts": 1}, ValueError, "unknown configuration key.*'retry_atempts'"),
+    ({"label": 3}, TypeError, "label must be a str or None"),
 ])
 def test_bad_input_is_named(kwargs, error, match) -> None:
     args = {"make_tasks": lambda: [Task("a", int)], "workers": (1, 2), "warmup": 0} | kwargs
