@@ -1,4 +1,5 @@
-"""Notebook widgets for neon_nb: a live `Dashboard`, a `BatchBuilder`, and static plots.
+"""Notebook widgets for neon_nb: a live `Dashboard`, a `BatchBuilder`, a live `ScalingExperiment`,
+and static plots.
 
 Needs ipywidgets and matplotlib (``pip install neon_nb[notebook]``). The core
 (`neon_nb`) never imports this package; this package reads the core only
@@ -30,18 +31,21 @@ except ImportError as _exc:
     ) from _exc
 
 from ..batch import Batch, FlakyTaskError, TaskKind, get_task_kind, register_task_kind, task_kinds
-from ..plots import plot_latency, plot_task_stream, plot_throughput
+from ..plots import plot_latency, plot_scaling, plot_task_stream, plot_throughput
 from ._builder import BatchBuilder
 from ._dashboard import Dashboard
+from ._scaling import ScalingExperiment
 
 __all__ = [
     "Batch",
     "BatchBuilder",
     "Dashboard",
     "FlakyTaskError",
+    "ScalingExperiment",
     "TaskKind",
     "get_task_kind",
     "plot_latency",
+    "plot_scaling",
     "plot_task_stream",
     "plot_throughput",
     "register_task_kind",

@@ -60,6 +60,7 @@ def test_public_surface():
     import neon_nb.widgets as w
 
     assert set(w.__all__) == {
-        "Batch", "BatchBuilder", "Dashboard", "FlakyTaskError", "TaskKind", "get_task_kind",
-        "plot_latency", "plot_task_stream", "plot_throughput", "register_task_kind", "task_kinds"}
+        "Batch", "BatchBuilder", "Dashboard", "FlakyTaskError", "ScalingExperiment", "TaskKind",
+        "get_task_kind", "plot_latency", "plot_scaling", "plot_task_stream", "plot_throughput",
+        "register_task_kind", "task_kinds"}
     assert all(hasattr(w, name) for name in w.__all__)
