@@ -1,6 +1,7 @@
-"""Harness for the real-browser tests: JupyterLab in Debian's headless Chromium, driven by Playwright.
+"""Harness for the real-browser tests: JupyterLab and Notebook 7 in Debian's headless Chromium, driven
+by Playwright.
 
-Recipe and pitfalls: ../shared/notes/browser-testing.md. In short:
+In short:
 
 * ``lab_server`` (session): JupyterLab on 127.0.0.1, a free port and a random token, run by the
   project's ``.venv`` interpreter (so the ``python3`` kernel is that interpreter and imports
@@ -15,6 +16,17 @@ Recipe and pitfalls: ../shared/notes/browser-testing.md. In short:
   (a screenshot and the browser console are kept in ``test-artifacts/`` when the test failed).
 * ``open_lab`` (session): ``with open_lab(name) as lab:`` for a page shared by several tests, e.g. a
   module-scoped fixture that runs a notebook once and lets each test assert one thing.
+* ``nb7_server``, ``open_nb7`` and ``nb7``: the same for Jupyter Notebook 7 (``jupyter notebook``),
+  which is built from JupyterLab's components: the notebook DOM, the menus and the widget manager's
+  URL are JupyterLab's; a notebook opens at ``/notebooks/<path>`` and the kernel's state is read
+  from the notebook toolbar's execution indicator (Notebook 7 has no status bar).
+
+Known facts this relies on: JupyterLab (and Notebook 7) as root exits without ``--allow-root``; with
+the news, update check and extension manager switched off and Chromium's background networking
+disabled, nothing contacts an outside host; ``{"windowingMode": "none"}`` in the notebook tracker's
+settings keeps every cell in the DOM; JupyterLab 4 has no default key for Run All (the Run menu has
+it); when the widget JavaScript does not load, widgets fall back to text, which the negative control
+relies on.
 
 Without ``/usr/bin/chromium`` the browser tests skip, except under ``CI=true`` or
 ``NEON_NB_REQUIRE_BROWSER=1`` (which ``make test-browser`` sets) where they fail: neither CI nor
@@ -110,6 +122,7 @@ def _free_port() -> int:
 
 @dataclass
 class LabServer:
+    frontend: str  # "lab" (JupyterLab) or "notebook" (Notebook 7)
     url: str  # http://127.0.0.1:PORT (no trailing slash)
     token: str
     root_dir: Path  # what the server serves: a temporary copy of notebooks/
@@ -257,12 +270,16 @@ def _stop_server(server: LabServer) -> list[str]:
     return leftovers
 
 
-@pytest.fixture(scope="session")
-def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
+# The application class of each front end, for its command-line options.
+APPS = {"lab": ("jupyterlab", "LabApp"), "notebook": ("notebook", "JupyterNotebookApp")}
+
+
+def _start_server(tmp_path_factory: pytest.TempPathFactory, frontend: str) -> LabServer:
     _require_browser_deps()
     import psutil  # noqa: F401  (fail early if missing: teardown depends on it)
 
-    home = tmp_path_factory.mktemp("lab-env")
+    module, app = APPS[frontend]
+    home = tmp_path_factory.mktemp(f"{frontend}-env")
     root_dir = home / "notebooks"
     if NOTEBOOKS.is_dir():
         shutil.copytree(
@@ -280,7 +297,7 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
     token = secrets.token_hex(24)
     port = _free_port()
     cmd = [
-        str(python), "-m", "jupyterlab",
+        str(python), "-m", module,
         "--no-browser",
         "--ip=127.0.0.1",
         f"--port={port}",
@@ -289,21 +306,22 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
         "--allow-root",
         f"--ServerApp.root_dir={root_dir}",
         "--ServerApp.open_browser=False",
-        "--LabApp.extension_manager=readonly",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        f"--LabApp.user_settings_dir={settings_dir}",
-        f"--LabApp.workspaces_dir={workspaces_dir}",
+        f"--{app}.extension_manager=readonly",
+        f"--{app}.news_url=None",
+        f"--{app}.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        f"--{app}.user_settings_dir={settings_dir}",
+        f"--{app}.workspaces_dir={workspaces_dir}",
         "--LanguageServerManager.autodetect=False",
         "--ServerApp.shutdown_no_activity_timeout=600",  # belt and braces if teardown never runs
         "--MappingKernelManager.cull_idle_timeout=0",
     ]  # fmt: skip
-    log_path = home / "jupyterlab.log"
+    log_path = home / f"{frontend}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             cmd, cwd=root_dir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
         )
     server = LabServer(
+        frontend=frontend,
         url=f"http://127.0.0.1:{port}",
         token=token,
         root_dir=root_dir,
@@ -317,10 +335,27 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
     except BaseException:
         _stop_server(server)
         raise
-    yield server
+    return server
+
+
+def _finish_server(server: LabServer) -> None:
     leftovers = _stop_server(server)
-    assert server.process.returncode is not None, "JupyterLab is still running after teardown"
-    assert not leftovers, "processes left behind by JupyterLab (killed now):\n" + "\n".join(leftovers)
+    assert server.process.returncode is not None, f"{server.frontend} is still running after teardown"
+    assert not leftovers, "processes left behind by the server (killed now):\n" + "\n".join(leftovers)
+
+
+@pytest.fixture(scope="session")
+def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
+    server = _start_server(tmp_path_factory, "lab")
+    yield server
+    _finish_server(server)
+
+
+@pytest.fixture(scope="session")
+def nb7_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
+    server = _start_server(tmp_path_factory, "notebook")
+    yield server
+    _finish_server(server)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -330,7 +365,10 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
 
 @pytest.fixture(scope="session")
 def lab_browser(tmp_path_factory: pytest.TempPathFactory, lab_server: LabServer) -> Iterator[Any]:
-    """A persistent Chromium context (fresh profile); pages are created per test by ``lab``."""
+    """A persistent Chromium context (fresh profile); pages are created per test by ``lab``.
+
+    Notebook 7 pages (another origin, another port) open in the same context.
+    """
     _require_browser_deps()
     import psutil
     from playwright.sync_api import sync_playwright
@@ -390,24 +428,61 @@ class Lab:
         self.page.route(WIDGET_MANAGER_URL, abort)
         return blocked
 
+    def notebook_url(self, path: str) -> str:
+        if self.server.frontend == "notebook":
+            return f"{self.server.url}/notebooks/{path}?token={self.server.token}"
+        workspace = f"{self.name}-{secrets.token_hex(3)}"  # a workspace of its own
+        return f"{self.server.url}/lab/workspaces/{workspace}/tree/{path}?reset&token={self.server.token}"
+
     def open_notebook(self, path: str, timeout: float = 90_000) -> None:
-        """Open ``path`` (relative to the served folder) in a workspace of its own; wait for Idle."""
-        workspace = f"{self.name}-{secrets.token_hex(3)}"
-        self.page.goto(
-            f"{self.server.url}/lab/workspaces/{workspace}/tree/{path}?reset&token={self.server.token}",
-            wait_until="domcontentloaded",
-            timeout=timeout,
-        )
+        """Open ``path`` (relative to the served folder); wait until its kernel is idle."""
+        self.page.goto(self.notebook_url(path), wait_until="domcontentloaded", timeout=timeout)
         self.page.locator(".jp-Notebook .jp-Cell").first.wait_for(state="attached", timeout=timeout)
+        if self.server.frontend == "notebook":
+            # Notebook 7's indicator reads "idle" before the kernel is even started: wait for the
+            # server to report an idle kernel for this notebook first.
+            self.wait_kernel_idle(path, timeout=timeout)
         self.wait_idle(timeout=timeout)
+
+    def wait_kernel_idle(self, path: str, timeout: float = 60_000) -> None:
+        """The server reports a kernel for the notebook ``path``, and it is idle."""
+
+        def state() -> str | None:
+            for session in self.server.api("GET", "/api/sessions"):
+                if session.get("path") == path and session.get("kernel"):
+                    return session["kernel"].get("execution_state")
+            return None
+
+        found = self.poll(state, lambda s: s == "idle", timeout=timeout / 1000, every=0.25)
+        assert found == "idle", f"no idle kernel for {path} after {timeout / 1000:.0f} s (state {found!r})"
 
     def kernel_status(self) -> str:
         return self.page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"\|")).first.inner_text()
 
     def wait_idle(self, timeout: float = 60_000) -> None:
+        if self.server.frontend == "notebook":
+            # No status bar in Notebook 7: the toolbar's execution indicator carries the state.
+            self.page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').first.wait_for(
+                timeout=timeout
+            )
+            return
         self.page.locator("#jp-main-statusbar").get_by_text(re.compile(r"\|\s*Idle")).first.wait_for(
             timeout=timeout
         )
+
+    def save(self, path: str, timeout: float = 30_000) -> dict[str, Any]:
+        """Save the notebook ``path`` (Ctrl+S); return its content once the server has written it."""
+        target = self.server.root_dir / path
+        before = target.stat().st_mtime_ns
+        self.page.locator(".jp-Notebook").first.click(position={"x": 5, "y": 5})
+        self.page.keyboard.press("Control+s")
+        deadline = time.monotonic() + timeout / 1000
+        while time.monotonic() < deadline:
+            if target.stat().st_mtime_ns != before:
+                with contextlib.suppress(ValueError):  # caught mid-write: read again
+                    return json.loads(target.read_text())
+            time.sleep(0.1)
+        raise TimeoutError(f"{path} was not saved within {timeout / 1000:.0f} s")
 
     def run_all(self) -> None:
         """Run > "Run All Cells" (exact label: a substring also matches "Restart Kernel and Run All")."""
@@ -512,13 +587,10 @@ class Lab:
                 self.server.shutdown_kernel(kernel["id"])
 
 
-@pytest.fixture(scope="session")
-def open_lab(lab_server: LabServer, lab_browser: Any) -> Callable[..., Any]:
-    """``with open_lab(name) as lab:`` for fixtures broader than a test (e.g. one run per module)."""
-
+def _opener(server: LabServer, browser: Any) -> Callable[..., Any]:
     @contextlib.contextmanager
     def _open(name: str) -> Iterator[Lab]:
-        helper = Lab(lab_server, lab_browser, name)
+        helper = Lab(server, browser, name)
         try:
             yield helper
         except BaseException:
@@ -530,10 +602,20 @@ def open_lab(lab_server: LabServer, lab_browser: Any) -> Callable[..., Any]:
     return _open
 
 
-@pytest.fixture
-def lab(request: pytest.FixtureRequest, lab_server: LabServer, lab_browser: Any) -> Iterator[Lab]:
-    """A fresh JupyterLab page for one test; a screenshot and the console log are kept on failure."""
-    helper = Lab(lab_server, lab_browser, request.node.name)
+@pytest.fixture(scope="session")
+def open_lab(lab_server: LabServer, lab_browser: Any) -> Callable[..., Any]:
+    """``with open_lab(name) as lab:`` for fixtures broader than a test (e.g. one run per module)."""
+    return _opener(lab_server, lab_browser)
+
+
+@pytest.fixture(scope="session")
+def open_nb7(nb7_server: LabServer, lab_browser: Any) -> Callable[..., Any]:
+    """``with open_nb7(name) as page:``: the same in Jupyter Notebook 7."""
+    return _opener(nb7_server, lab_browser)
+
+
+def _page_for_test(request: pytest.FixtureRequest, server: LabServer, browser: Any) -> Iterator[Lab]:
+    helper = Lab(server, browser, f"{server.frontend}-{request.node.name}")
     try:
         yield helper
     finally:
@@ -541,6 +623,18 @@ def lab(request: pytest.FixtureRequest, lab_server: LabServer, lab_browser: Any)
         if failed is not None and failed.failed:
             helper.save_failure_artifacts()
         helper.close()
+
+
+@pytest.fixture
+def lab(request: pytest.FixtureRequest, lab_server: LabServer, lab_browser: Any) -> Iterator[Lab]:
+    """A fresh JupyterLab page for one test; a screenshot and the console log are kept on failure."""
+    yield from _page_for_test(request, lab_server, lab_browser)
+
+
+@pytest.fixture
+def nb7(request: pytest.FixtureRequest, nb7_server: LabServer, lab_browser: Any) -> Iterator[Lab]:
+    """A fresh Notebook 7 page for one test."""
+    yield from _page_for_test(request, nb7_server, lab_browser)
 
 
 @pytest.hookimpl(wrapper=True)

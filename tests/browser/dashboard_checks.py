@@ -13,6 +13,8 @@ functions raise ``AssertionError`` with a readable reason.
 
 from __future__ import annotations
 
+import base64
+import io
 import itertools
 import re
 import time
@@ -222,18 +224,28 @@ def read_pool_size(lab: Any, index: int = 0) -> int | None:
 
 
 def check_slider_resizes_pool(lab: Any, index: int = 0, steps: int = 2, timeout: float = 15.0) -> tuple:
-    """Arrow keys on the ``max_workers`` slider handle; the pool-size label (rendered from the
-    worker's status by the kernel) follows. Returns (before, after)."""
+    """Drag the ``max_workers`` slider's handle ``steps`` steps to the right; the pool-size label
+    (rendered from the worker's status by the kernel) follows. Returns (before, after).
+
+    A mouse drag, as a user does: Notebook 7 does not pass arrow keys to a focused slider handle.
+    """
     before = read_pool_size(lab, index)
     assert before is not None, f"dashboard #{index}: no 'pool size: N' in .neon-pool-size"
     d = read_dashboard(lab, index)
     assert d and not d["slider_disabled"], f"dashboard #{index}: the max_workers slider is disabled"
-    handle = lab.page.locator(".neon-dashboard").nth(index).locator(".neon-slider-workers .noUi-handle")
+    slider = lab.page.locator(".neon-dashboard").nth(index).locator(".neon-slider-workers")
+    handle = slider.locator(".noUi-handle")
     assert handle.count() == 1, f"dashboard #{index}: no max_workers slider handle"
     handle.scroll_into_view_if_needed()
-    handle.focus()
-    for _ in range(steps):
-        handle.press("ArrowRight")
+    low, high = (float(handle.get_attribute(a)) for a in ("aria-valuemin", "aria-valuemax"))
+    box = handle.bounding_box()
+    track = slider.locator(".noUi-target").bounding_box()
+    assert box and track, f"dashboard #{index}: the slider is not laid out"
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    lab.page.mouse.move(x, y)
+    lab.page.mouse.down()
+    lab.page.mouse.move(x + track["width"] * steps / (high - low), y, steps=8)
+    lab.page.mouse.up()
     target = before + steps
     after = lab.poll(lambda: read_pool_size(lab, index), lambda n: n == target, timeout=timeout)
     assert after == target, (
@@ -241,3 +253,63 @@ def check_slider_resizes_pool(lab: Any, index: int = 0, steps: int = 2, timeout:
         f"expected {target}"
     )
     return before, after
+
+
+# --------------------------------------------------------------------------------------------------
+# The static picture (what a saved notebook shows without a kernel)
+# --------------------------------------------------------------------------------------------------
+
+# Every image in an output area: its data, whether it is displayed, and whether it decoded.
+READ_IMAGES_JS = """() => [...document.querySelectorAll('.jp-OutputArea-output img')].map((i) => ({
+    src: i.getAttribute('src') || '', shown: i.offsetParent !== null, width: i.naturalWidth,
+}))"""
+
+
+def png_description(data: bytes) -> str:
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data)).info.get("Description", "")
+
+
+def read_pictures(lab: Any, worker: str) -> list[dict[str, Any]]:
+    """The dashboard pictures of ``worker`` on the page, with the state each one describes."""
+    prefix = f"neon_nb dashboard of worker {worker!r}"
+    found = []
+    for img in lab.page.evaluate(READ_IMAGES_JS):
+        head, _, data = img["src"].partition(",")
+        if not head.startswith("data:image/png;base64"):
+            continue
+        text = png_description(base64.b64decode(data))
+        if text.startswith(prefix):
+            found.append({"text": text, "shown": img["shown"], "width": img["width"]})
+    return found
+
+
+def check_picture(lab: Any, worker: str, expected: str, *, shown: bool, timeout: float = 15.0) -> dict:
+    """The worker's static picture is in the page, decoded, describes ``expected``, and is shown
+    (no live view) or hidden (the live view hides it)."""
+    pictures = lab.poll(lambda: read_pictures(lab, worker),
+                        lambda p: len(p) == 1 and p[0]["text"] == expected, timeout=timeout)
+    assert len(pictures) == 1, f"expected one picture of worker {worker!r}, found {pictures}"
+    (picture,) = pictures
+    assert picture["text"] == expected, f"the picture shows {picture['text']!r}, expected {expected!r}"
+    assert picture["width"] > 0, "the picture did not decode"
+    assert picture["shown"] == shown, (
+        f"the picture is {'shown' if picture['shown'] else 'hidden'}; expected it "
+        f"{'shown (no live view)' if shown else 'hidden under the live view'}")
+    return picture
+
+
+def check_saved_picture(lab: Any, notebook: str, worker: str, expected: str) -> str:
+    """After saving, the notebook file holds the picture of ``expected`` (what GitHub shows)."""
+    nb = lab.save(notebook)
+    prefix = f"neon_nb dashboard of worker {worker!r}"
+    texts = []
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []) if cell["cell_type"] == "code" else []:
+            data = out.get("data", {})
+            text = "".join(data.get("text/plain", ""))  # a saved string may be split in lines
+            if "image/png" in data and text.startswith(prefix):
+                texts.append(text)
+    assert texts == [expected], f"saved pictures of worker {worker!r}: {texts}, expected [{expected!r}]"
+    return texts[0]

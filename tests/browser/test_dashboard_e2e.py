@@ -1,4 +1,4 @@
-"""notebooks/03_live_dashboard.ipynb in JupyterLab, in Debian's headless Chromium (issue 6).
+"""notebooks/03_live_dashboard.ipynb in JupyterLab and in Notebook 7, in Debian's headless Chromium.
 
 The test runs all cells of a *temporary copy* of the notebook, served by an isolated JupyterLab:
 
@@ -9,8 +9,12 @@ The test runs all cells of a *temporary copy* of the notebook, served by an isol
   own worker down in its last steps (its slider is then disabled, rightly), so the slider is moved
   on the probe's dashboard, with the kernel idle.
 
-The checks (``dashboard_checks.py``) read the DOM only. The negative control runs the very same
-checks with the ipywidgets lab extension blocked, and passes only if they fail.
+The checks (``dashboard_checks.py``) read the DOM only, except the last: the notebook is saved and
+the file must hold the dashboard's final static picture (what GitHub or nbviewer would show). The
+negative control runs the very same checks with the ipywidgets extension blocked, and passes only if
+the widget checks fail; there, the static picture must be shown instead, in its final state.
+
+Every test runs in both front ends: JupyterLab (``lab``) and Jupyter Notebook 7 (``notebook``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ NOTEBOOK = "03_live_dashboard.ipynb"
 # The notebook's own table ("What the run shows"), from its seeded batches; its last cell prints
 # the same numbers next to Batch.expected().
 EXPECTED = {"submitted": 300, "succeeded": 293, "failed": 7, "cancelled": 0, "retried": 14}
+# The same, as the dashboard's static picture says it (its text/plain and PNG Description).
+FINAL_PICTURE = ("neon_nb dashboard of worker 'demo': stopped; 300 submitted, 293 succeeded, 7 failed, "
+                 "0 cancelled, 14 retried")
+FRONTENDS = ["lab", "notebook"]
 NOTEBOOK_DASHBOARD = 0  # document order: the notebook's dashboard comes first ...
 PROBE_DASHBOARD = 1  # ... the probe's (appended by this test) second
 
@@ -94,7 +102,7 @@ def prepare_copy(lab: Any) -> tuple[str, dict[str, int]]:
     return name, cells
 
 
-def run_dashboard_checks(lab: Any, *, screenshot: str | None = None) -> dict[str, Any]:
+def run_dashboard_checks(lab: Any, *, screenshot: str | None = None, widgets: bool = True) -> dict[str, Any]:
     """Open a fresh copy of the notebook, run all cells, and check the dashboards in the DOM.
 
     Returns ``{"results": {check: ("passed", value) | ("failed", reason)}, ...}``. `failures` turns
@@ -107,9 +115,9 @@ def run_dashboard_checks(lab: Any, *, screenshot: str | None = None) -> dict[str
     run = dc.DashboardRun().observe(lab, timeout=150)
     results: dict[str, tuple[str, Any]] = {}
 
-    def check(label: str, fn: Any, *args: Any) -> None:
+    def check(label: str, fn: Any, *args: Any, **kwargs: Any) -> None:
         try:
-            results[label] = ("passed", fn(*args))
+            results[label] = ("passed", fn(*args, **kwargs))
         except AssertionError as exc:
             results[label] = ("failed", str(exc))
 
@@ -128,6 +136,9 @@ def run_dashboard_checks(lab: Any, *, screenshot: str | None = None) -> dict[str
     check("probe counts", dc.check_final_counts, lab, {"succeeded": PROBE_TASKS, "failed": 0}, probe)
     check("slider resizes the pool", dc.check_slider_resizes_pool, lab, probe)
     check("no error outputs", dc.check_no_errors, lab)
+    # Without widgets the picture stands in for the live view; with them, the live view hides it.
+    check("static picture", dc.check_picture, lab, "demo", FINAL_PICTURE, shown=not widgets)
+    check("saved picture", dc.check_saved_picture, lab, name, "demo", FINAL_PICTURE)
     facts: dict[str, Any] = {
         "results": results,
         "run": run,
@@ -138,6 +149,9 @@ def run_dashboard_checks(lab: Any, *, screenshot: str | None = None) -> dict[str
         dashboards = lab.page.locator(".neon-dashboard")
         if dashboards.count():  # the notebook's own dashboard, in its final state
             facts["screenshot_dashboard"] = lab.screenshot(f"{screenshot}-notebook", dashboards.first)
+        pictures = lab.page.locator(".jp-OutputArea-output img")
+        if not widgets and pictures.count():  # the static picture, where it stands in
+            facts["screenshot_picture"] = lab.screenshot(f"{screenshot}-picture", pictures.first)
     return facts
 
 
@@ -161,11 +175,13 @@ def require(facts: dict[str, Any], *labels: str) -> list[Any]:
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def dashboard_run(open_lab: Any) -> Iterator[dict[str, Any]]:
-    with open_lab("live-dashboard") as lab:
+@pytest.fixture(scope="module", params=FRONTENDS)
+def dashboard_run(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    frontend = request.param
+    opener = request.getfixturevalue("open_lab" if frontend == "lab" else "open_nb7")
+    with opener(f"live-dashboard-{frontend}") as lab:
         facts = run_dashboard_checks(lab, screenshot="dashboard")
-        (ARTIFACTS / "live-dashboard-console.log").write_text("\n".join(lab.console))
+        (ARTIFACTS / f"live-dashboard-{frontend}-console.log").write_text("\n".join(lab.console))
         yield facts
 
 
@@ -208,6 +224,14 @@ def test_no_error_outputs(dashboard_run) -> None:
     require(dashboard_run, "no error outputs")
 
 
+def test_the_live_view_hides_its_final_static_picture(dashboard_run) -> None:
+    require(dashboard_run, "static picture")
+
+
+def test_the_saved_notebook_holds_the_final_picture(dashboard_run) -> None:
+    require(dashboard_run, "saved picture")
+
+
 # --------------------------------------------------------------------------------------------------
 # Negative control
 # --------------------------------------------------------------------------------------------------
@@ -223,10 +247,16 @@ WIDGET_CHECKS = (
 )
 
 
-def test_negative_control_checks_fail_without_widget_manager(lab) -> None:
-    """The ipywidgets lab extension blocked: the same checks must fail. This proves they can."""
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_negative_control_checks_fail_without_widget_manager(request, frontend) -> None:
+    """The ipywidgets extension blocked: the same checks must fail. This proves they can.
+
+    The static picture is what a front end without widgets shows: there it must be visible, and
+    final (JupyterLab and Notebook 7 applied the owner thread's updates to the displaying cell).
+    """
+    lab = request.getfixturevalue("lab" if frontend == "lab" else "nb7")
     blocked = lab.block_widget_manager()
-    facts = run_dashboard_checks(lab, screenshot="negative-control")
+    facts = run_dashboard_checks(lab, screenshot="negative-control", widgets=False)
     print("\n".join(failures(facts)))
     # The route did match, and the kernel ran every cell: its summary is on the page as text.
     assert blocked, "the widget manager's URL was never requested: the route pattern matched nothing"
@@ -239,3 +269,4 @@ def test_negative_control_checks_fail_without_widget_manager(lab) -> None:
     assert not passed, f"checks that passed although no widget could render: {passed}"
     with pytest.raises(AssertionError):
         require(facts, *WIDGET_CHECKS)
+    require(facts, "static picture", "saved picture")
