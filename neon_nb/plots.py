@@ -379,6 +379,9 @@ def _scaling_points(ax: Any, result: ScalingResult) -> None:
     label = f"measured ({result.statistic} of {result.repeats} runs)" if result.repeats > 1 else "measured"
     ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", color="#1f77b4", markersize=6, capsize=3,
                 elinewidth=1, zorder=3, label=label)
-    for x, y in zip(xs, ys):
-        ax.annotate(f"{y:.2f}x", (x, y), xytext=(-6, 6), textcoords="offset points", ha="right",
-                    fontsize=7, color="#1f77b4")
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        # Above and to the left of each dot (the ideal line runs above and to the right),
+        # except the first, which sits at the left edge of the axes.
+        ax.annotate(f"{y:.2f}x", (x, y), xytext=(6, 6) if i == 0 else (-6, 6),
+                    textcoords="offset points", ha="left" if i == 0 else "right", fontsize=7,
+                    color="#1f77b4")
