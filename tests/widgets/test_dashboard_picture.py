@@ -98,6 +98,23 @@ def test_plain_script_warns_once_and_points_to_plots_and_report(make_worker, mon
     second.close()
 
 
+def test_a_plain_script_sees_the_warning_once_on_stderr() -> None:
+    import subprocess
+    import sys
+
+    code = ("from neon_nb import NeonWorker\n"
+            "from neon_nb.widgets import Dashboard\n"
+            "w = NeonWorker(max_workers=1).start()\n"
+            "for _ in range(3):\n"
+            "    Dashboard(w).close()\n"
+            "w.shutdown()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       check=False, env={**os.environ, "MPLBACKEND": "Agg"})
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("needs a notebook front end") == 1, r.stderr
+    assert "python -m neon_nb.demo --report" in r.stderr
+
+
 # ------------------------------------------------------------- a stand-in kernel publisher
 
 
