@@ -362,34 +362,52 @@ def test_sleeping_tasks_scale_with_threads() -> None:
         assert result.seconds[n] >= math.ceil(240 / n) * 0.01, (n, result.seconds[n])
 
 
+def best_runs_until(make_tasks, workers, backend, accept, budget=60.0, repeats=5) -> ScalingResult:
+    """Measure again and again, pooling every run of each count, until the fastest runs of the
+    pool ``accept`` (or ``budget`` seconds pass); returns the pooled result, statistic "best".
+
+    Other programs share this machine's 2 cores and can only slow a run down, never speed it up.
+    The fastest run of each count is the least disturbed one, and pooling the runs of several
+    attempts gives each count more chances to meet a quiet moment. A quiet moment of a few tenths
+    of a second per count is enough; a minute of uninterrupted load is not, and fails the test.
+    """
+    pooled: dict[int, list[float]] = {n: [] for n in workers}
+    tasks = {}
+    deadline = time.monotonic() + budget
+    while True:
+        r = measure_scaling(make_tasks, workers=workers, repeats=repeats, backend=backend)
+        for pt in r.points:
+            pooled[pt.workers].extend(pt.seconds)
+            tasks[pt.workers] = pt.tasks
+        result = ScalingResult(tuple(ScalingPoint(n, tasks[n], tuple(pooled[n])) for n in workers),
+                               planned=tuple(workers), backend=r.backend, label=r.label,
+                               repeats=len(pooled[1]), statistic="best")
+        if accept(result) or time.monotonic() > deadline:
+            return result
+
+
 @pytest.mark.slow
 def test_pure_python_on_threads_fits_a_parallel_fraction_near_zero() -> None:
-    """The GIL: one thread computes at a time. The median of 3 runs absorbs a busy moment; on
-    a busy machine several runnable threads may get a larger share of the CPU than one, which
-    can lift a speedup to about 1.2 (p about 0.3 at 2 workers), hence the bound."""
-    result = measure_scaling(lambda: [Task(f"c{i}", cpu_work, (40_000,)) for i in range(40)],
-                             workers=(1, 2, 4), repeats=3)
+    """The GIL: one thread computes at a time, so more threads do not finish sooner: p near 0.
+
+    Judged on the fastest runs (see `best_runs_until`): a busy moment that slows the 1-thread runs
+    but not the others would fake a speedup.
+    """
+    result = best_runs_until(lambda: [Task(f"c{i}", cpu_work, (40_000,)) for i in range(40)],
+                             (1, 2, 4), "threads", lambda r: r.parallel_fraction <= 0.2)
     print(result)
-    assert result.parallel_fraction is not None and result.parallel_fraction <= 0.3, result
+    assert result.parallel_fraction is not None and result.parallel_fraction <= 0.2, result
 
 
 @pytest.mark.slow
 def test_pure_python_on_processes_fits_a_parallel_fraction_near_one() -> None:
     """Two processes compute on two cores at once: p near 1 for 1 vs 2 workers.
 
-    Other programs share this machine's 2 cores, and any of them can only slow a run down,
-    never speed it up. So each attempt judges the fastest of 5 runs per count (the one the
-    machine disturbed least), and up to 3 attempts are made: one attempt with p >= 0.75
-    (speedup >= 1.6) shows that the work ran in parallel, which threads (the previous test)
-    never reach, however idle the machine.
+    Judged on the fastest runs (see `best_runs_until`): two busy cores leave the processes one
+    core to share, which would look like p near 0. Threads never reach this however idle the
+    machine (previous test), so passing here shows the work really ran in parallel.
     """
-    attempts = []
-    for _ in range(3):
-        result = measure_scaling(lambda: [Task(f"c{i}", cpu_work, (150_000,)) for i in range(24)],
-                                 workers=(1, 2), repeats=5, backend="processes").using("best")
-        attempts.append(result)
-        if result.parallel_fraction is not None and result.parallel_fraction >= 0.75:
-            break
-    print("\n\n".join(map(str, attempts)))
-    assert attempts[-1].parallel_fraction is not None and attempts[-1].parallel_fraction >= 0.75, (
-        "\n\n".join(map(str, attempts)))
+    result = best_runs_until(lambda: [Task(f"c{i}", cpu_work, (150_000,)) for i in range(24)],
+                             (1, 2), "processes", lambda r: r.parallel_fraction >= 0.8)
+    print(result)
+    assert result.parallel_fraction is not None and result.parallel_fraction >= 0.8, result
