@@ -5,6 +5,7 @@
 #   make test    lint + core tests + notebooks + browser tests (what CI runs; as root it
 #                installs Debian's chromium for the browser tests if it is missing)
 #   make bench   the benchmarks (python -m benchmarks; QUICK=1 for a smoke run)
+#   (make demo also writes the run's HTML report, to REPORT=demo-report.html by default)
 #
 # A second interpreter gets its own venv, e.g. the core tests on Python 3.13:
 #   make test-core PYTHON=/root/.pyenv/versions/3.13.0/bin/python VENV=.venv313 EXTRAS=test
@@ -17,6 +18,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(EXTRAS)-$(shell cat pyproject.toml | md5sum | cut -c1-10)
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 PY313  ?= /root/.pyenv/versions/3.13.0/bin/python
+# Where `make demo` writes the run's HTML report.
+REPORT ?= demo-report.html
 
 # `make lab`: where JupyterLab listens. IP=0.0.0.0 listens on every interface (reachable from
 # other machines: anyone with the token can run code). port_retries=0: a busy port is an error,
@@ -74,7 +77,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(if $(QUICK),--quick)
 
 demo: $(STAMP)
-	$(BIN)/python -m neon_nb.demo
+	$(BIN)/python -m neon_nb.demo --report $(REPORT)
 
 # The token is chosen here (or taken from JUPYTER_TOKEN) so the URL can be printed before the
 # server's own log; `exec` makes Ctrl-C and signals reach JupyterLab itself.
@@ -87,4 +90,4 @@ lab: $(STAMP)
 	JUPYTER_TOKEN="$$token" exec $(BIN)/jupyter lab $(LAB_FLAGS) notebooks
 
 clean:
-	rm -rf .venv .venv313 .pytest_cache .ruff_cache build *.egg-info test-artifacts
+	rm -rf .venv .venv313 .pytest_cache .ruff_cache build *.egg-info test-artifacts demo-report.html

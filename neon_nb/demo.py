@@ -1,4 +1,4 @@
-"""A headless demo: ``python -m neon_nb.demo [--tasks N] [--workers N] [--seed S]`` (``make demo``).
+"""A headless demo: ``python -m neon_nb.demo [--tasks N] [--workers N] [--seed S] [--report PATH]``.
 
 Runs a mixed batch on a `NeonWorker`, built from `neon_nb.Batch` and its
 registered task kinds: IO-bound sleeps, CPU-bound hashing, flaky tasks that
@@ -9,6 +9,8 @@ summary on stdout: counts per state, throughput, latency percentiles,
 utilisation per thread and the shutdown report. For a seed, the mix, the
 durations, the priorities, which tasks fail and which are cancelled are all
 the same at every run; only the timings vary.
+With ``--report PATH`` it also writes the run's HTML report there
+(`neon_nb.report.write_report`; needs matplotlib). ``make demo`` does both.
 
 Progress comes from an event subscription (``on="thread"``, ``max_rate_hz=2``):
 worker threads never print. No Jupyter library is imported.
@@ -17,6 +19,7 @@ worker threads never print. No Jupyter library is imported.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -155,8 +158,11 @@ def _plan_cancellations(tasks: list[Task], seed: int, k: int) -> list[Task]:
 
 def run_demo(tasks: int = 400, workers: int = 8, seed: int = 42, *, fail_prob: float = 0.3,
              cancel_share: float = 0.02, progress: TextIO | None = sys.stderr,
-             queue_size: int = 100) -> DemoResult:
-    """Run the mixed batch and return what happened (the worker is shut down at the end)."""
+             queue_size: int = 100, report_path: str | os.PathLike[str] | None = None) -> DemoResult:
+    """Run the mixed batch and return what happened (the worker is shut down at the end).
+
+    ``report_path``: where the run's HTML report is written, after the shutdown.
+    """
     if tasks < 1 or workers < 1:
         raise ValueError(f"tasks and workers must be >= 1, got tasks={tasks!r}, workers={workers!r}")
     if not 0.0 <= fail_prob <= 1.0:
@@ -197,6 +203,11 @@ def run_demo(tasks: int = 400, workers: int = 8, seed: int = 42, *, fail_prob: f
             c["failed"] += 1
         else:
             c["succeeded"] += 1
+    if report_path is not None:
+        from .report import write_report
+
+        write_report(worker, report_path, title=f"neon_nb demo: {tasks} tasks on {workers} threads "
+                                           f"(seed {seed})")
     mix = Counter(kind_of.values())
     assert report is not None  # shutdown() with wait=True (the default) always returns its report
     return DemoResult(tasks=tasks, workers=workers, seed=seed, elapsed=elapsed, outcomes=outcomes,
@@ -295,13 +306,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fail-prob", type=float, default=0.3,
                         help="failure probability of each flaky attempt (0.3)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--report", metavar="PATH",
+                        help="also write the run's HTML report to PATH (needs matplotlib)")
     args = parser.parse_args(argv)
     if not 0.0 <= args.fail_prob <= 1.0:
         parser.error(f"--fail-prob must be in [0, 1], got {args.fail_prob}")
+    if args.report is not None:
+        _check_report_path(parser, args.report)
     result = run_demo(args.tasks, args.workers, args.seed, fail_prob=args.fail_prob,
-                      progress=None if args.quiet else sys.stderr)
+                      progress=None if args.quiet else sys.stderr, report_path=args.report)
     print(format_summary(result), flush=True)
+    if args.report is not None:
+        print(f"\nReport written to {os.path.abspath(args.report)} (open it in a browser)", flush=True)
     return 0
+
+
+def _check_report_path(parser: argparse.ArgumentParser, path: str) -> None:
+    """Fail before the run, not after it: the report needs matplotlib and an existing folder."""
+    try:
+        import neon_nb.report  # noqa: F401  (imports matplotlib)
+    except ImportError as exc:
+        parser.error(f"--report needs matplotlib ({exc}); pip install 'neon_nb[notebook]'")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        parser.error(f"--report {path}: the folder {folder} does not exist")
 
 
 if __name__ == "__main__":

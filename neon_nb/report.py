@@ -174,10 +174,11 @@ def _latency_section(snap: MetricsSnapshot | None) -> str:
     rows = [(html.escape(names.get(k, k)), s.count,
              *(format_seconds(v) for v in (s.p50, s.p90, s.p99, s.max, s.mean)))
             for k, s in snap.latency.items()]
-    table = _table(("phase", "attempts", "p50", "p90", "p99", "max", "mean"), rows,
+    table = _table(("phase", "count", "p50", "p90", "p99", "max", "mean"), rows,
                    numeric=range(1, 7))
-    note = ("<p class=note>Per attempt (a retried task counts once per attempt), from HdrHistogram "
-            "at 3 significant digits.</p>")
+    note = ("<p class=note>Queue wait and run time count attempts (a retried task once per "
+            "attempt); end to end counts finished tasks. From HdrHistogram at 3 significant "
+            "digits.</p>")
     return head + table + note + _img(plot_latency(snap), "latency histograms with p50, p90, p99")
 
 

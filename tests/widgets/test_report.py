@@ -248,3 +248,31 @@ def test_written_from_another_thread_without_pyplot(tmp_path) -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "r.html").stat().st_size > 10_000
+
+
+def test_the_demo_writes_a_report_and_says_where(tmp_path) -> None:
+    target = tmp_path / "demo.html"
+    r = subprocess.run([sys.executable, "-m", "neon_nb.demo", "--tasks", "60", "--quiet", "--report",
+                        str(target)], capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.rstrip().endswith(f"Report written to {target} (open it in a browser)")
+    text = target.read_text()
+    assert target.stat().st_size < FIVE_MB and len(Parsed(text).images) == 3
+    assert "<h1>neon_nb demo: 60 tasks on 8 threads (seed 42)</h1>" in text
+
+
+def test_the_demo_checks_the_report_path_before_running(tmp_path) -> None:
+    r = subprocess.run([sys.executable, "-m", "neon_nb.demo", "--report", str(tmp_path / "no" / "r.html")],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 2 and "the folder" in r.stderr and "does not exist" in r.stderr
+    assert "Counts per state" not in r.stdout  # nothing ran
+
+
+def test_make_demo_writes_a_report_by_default() -> None:
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    r = subprocess.run(["make", "-n", "demo"], cwd=root, capture_output=True, text=True, timeout=60,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    assert "-m neon_nb.demo --report demo-report.html" in r.stdout
