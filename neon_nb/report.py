@@ -49,7 +49,8 @@ _MAX_TEXT = 600  # characters of one error or task id
 _LIBRARIES = ("neon_nb", "hdrhistogram", "matplotlib", "numpy", "pandas", "ipywidgets", "ipykernel",
               "cloudpickle", "distributed")
 # get_status() keys shown as counts, in order, with the words used everywhere else.
-_COUNTS = (("submitted_tasks", "submitted"), ("queued_tasks", "queued"), ("running_tasks", "running"),
+_COUNTS = (("submitted_tasks", "submitted"), ("backlog_tasks", "in the backlog (not yet queued)"),
+           ("queued_tasks", "queued"), ("running_tasks", "running"),
            ("retry_waiting_tasks", "waiting to retry"), ("completed_tasks", "succeeded"),
            ("failed_tasks", "failed"), ("cancelled_tasks", "cancelled"), ("retried_tasks", "retried"))
 _SNAPSHOT_COUNTS = (("submitted", "submitted"), ("queued", "queued"), ("running", "running"),
@@ -95,7 +96,7 @@ def _from_worker(worker: NeonWorker) -> _Facts:
     metrics = worker.metrics
     return _Facts(
         name=worker.name, state=status["state"],
-        counts=[(label, status[key]) for key, label in _COUNTS],
+        counts=[(label, status[key]) for key, label in _COUNTS if key in status],
         snapshot=None if metrics is None else metrics.snapshot(), status=status,
         failures=worker.tasks("failed"), config=worker.config,
         shutdown=worker.shutdown_report,
