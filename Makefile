@@ -54,6 +54,7 @@ $(STAMP): pyproject.toml
 
 lint: $(STAMP)
 	$(BIN)/ruff check neon_nb tests benchmarks
+	$(BIN)/python -m mypy neon_nb
 
 test-core: $(STAMP)
 	$(PYTEST) $(CORE_TESTS)

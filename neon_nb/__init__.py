@@ -23,8 +23,9 @@ from ._events import Event, EventBatch, EventKind, Subscription
 from ._executor import NeonExecutor
 from ._metrics import LatencySummary, Metrics, MetricsSnapshot, TaskSpan, ThroughputPoint
 from ._signals import SignalHandlers, install_signal_handlers
+from ._status import HealthReport, ShutdownReport, WorkerState, WorkerStatistics
 from ._task import Task, TaskFuture, TaskInfo, TaskState
-from ._worker import HealthReport, NeonWorker, ShutdownReport, WorkerState
+from ._worker import NeonWorker
 from .batch import Batch, TaskKind, get_task_kind, register_task_kind, task_kinds
 
 __version__ = "0.1.0"
@@ -65,6 +66,7 @@ __all__ = [
     "WorkerLostError",
     "WorkerShutdownError",
     "WorkerState",
+    "WorkerStatistics",
     "__version__",
     "config_manager",
     "get_config",

@@ -38,6 +38,9 @@ FROM_CONFIG = _FromConfig.FROM_CONFIG
 
 logger = logging.getLogger("neon_nb")
 
+#: Marks this module for the signal handlers: code here may hold a worker's lock.
+NEON_HOLDS_WORKER_LOCKS = True
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -140,7 +143,7 @@ def _coerce(name: str, value: Any) -> Any:
 def _validate(name: str, value: Any) -> None:
     if name == "log_level":
         if not isinstance(value, str) or value not in LOG_LEVELS:
-            kind = ConfigError if isinstance(value, str) else ConfigTypeError
+            kind: type[ConfigError] = ConfigError if isinstance(value, str) else ConfigTypeError
             raise kind(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
         return
     if name == "enable_metrics":
@@ -188,7 +191,16 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> WorkerConfig:
     return WorkerConfig().replace(**changes)
 
 
-ConfigListener = Callable[[WorkerConfig, WorkerConfig, frozenset], None]
+ConfigListener = Callable[[WorkerConfig, WorkerConfig, frozenset], object]
+
+
+def _listener_key(listener: ConfigListener) -> tuple[int, int]:
+    # Bound methods are created afresh at each attribute access: key them by what they bind.
+    target = getattr(listener, "__self__", None)
+    func = getattr(listener, "__func__", None)
+    if target is not None and func is not None:
+        return id(target), id(func)
+    return id(listener), 0
 
 
 class ConfigManager:
@@ -202,7 +214,8 @@ class ConfigManager:
     def __init__(self, config: WorkerConfig | None = None) -> None:
         self._lock = threading.Lock()
         self._config = config if config is not None else WorkerConfig()
-        self._listeners: weakref.WeakSet[Any] = weakref.WeakSet()
+        # (id of the object, id of the function) -> a callable giving the listener, or None
+        self._listeners: dict[tuple[int, int], Callable[[], ConfigListener | None]] = {}
 
     def get(self) -> WorkerConfig:
         """The current snapshot (immutable)."""
@@ -214,31 +227,51 @@ class ConfigManager:
             old = self._config
             new = old.replace(**changes)
             self._config = new
-            listeners = list(self._listeners)
+            listeners = self._live_listeners()
             changed = frozenset(k for k in changes if getattr(old, k) != getattr(new, k))
             if "log_level" in changed:  # under the lock: concurrent updates apply in order
                 logging.getLogger("neon_nb").setLevel(new.log_level)
         if changed:
             for listener in listeners:
                 try:
-                    listener._on_global_config(old, new, changed)
+                    listener(old, new, changed)
                 except Exception:
                     logger.exception("config listener %r failed", listener)
         return new
+
+    def _live_listeners(self) -> list[ConfigListener]:
+        """The listeners still alive; the dead ones are forgotten (lock held)."""
+        live = []
+        for key, ref in list(self._listeners.items()):
+            listener = ref()
+            if listener is None:
+                del self._listeners[key]
+            else:
+                live.append(listener)
+        return live
 
     def reset(self) -> WorkerConfig:
         """Back to the defaults (and ``NEON_*`` environment variables)."""
         fresh = config_from_env()
         return self.update(**fresh.as_dict())
 
-    def add_listener(self, listener: Any) -> None:
-        """Register an object with an ``_on_global_config(old, new, changed)`` method (held weakly)."""
-        with self._lock:
-            self._listeners.add(listener)
+    def add_listener(self, listener: ConfigListener) -> None:
+        """Call ``listener(old, new, changed)`` after each update that changes a setting.
 
-    def remove_listener(self, listener: Any) -> None:
+        A bound method is held weakly (a running worker registers its own: it may
+        be garbage-collected); another callable is held until `remove_listener`.
+        """
+        target = getattr(listener, "__self__", None)
+        if target is not None and hasattr(listener, "__func__"):
+            ref: Callable[[], ConfigListener | None] = weakref.WeakMethod(listener)
+        else:
+            ref = lambda: listener  # noqa: E731 - a strong reference with the weak one's interface
         with self._lock:
-            self._listeners.discard(listener)
+            self._listeners[_listener_key(listener)] = ref
+
+    def remove_listener(self, listener: ConfigListener) -> None:
+        with self._lock:
+            self._listeners.pop(_listener_key(listener), None)
 
 
 def _initial_config() -> WorkerConfig:
@@ -270,7 +303,7 @@ logger.setLevel(_manager.get().log_level)
 
 def _after_fork_in_child() -> None:
     # The manager's lock may have been held by a thread that stayed in the parent.
-    _manager._lock = threading.Lock()
+    _manager._lock = threading.Lock()  # noqa: SLF001 - this module's own fork handler
 
 
 if hasattr(os, "register_at_fork"):

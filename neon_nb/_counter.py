@@ -88,7 +88,7 @@ class SynchronizedCounter:
 def _after_fork_in_child() -> None:
     # A lock held at os.fork() by a thread that stayed in the parent would never be released.
     for counter in list(_counters):
-        counter._lock = threading.RLock()
+        counter._lock = threading.RLock()  # noqa: SLF001 - this module's own fork handler
 
 
 if hasattr(os, "register_at_fork"):

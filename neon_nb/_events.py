@@ -29,12 +29,18 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
-__all__ = ["Event", "EventBatch", "EventKind", "Subscription"]
+from ._errors import WorkerShutdownError
+
+__all__ = ["DeliverOn", "Event", "EventBatch", "EventKind", "EventLog", "Subscription"]
 
 logger = logging.getLogger("neon_nb")
+
+#: Marks this module for the signal handlers: code here may hold a worker's lock.
+NEON_HOLDS_WORKER_LOCKS = True
 
 _MIN_GAP = 0.005  # seconds between two deliveries of an unthrottled thread subscriber
 
@@ -57,6 +63,9 @@ class EventKind(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+
+_STARTED = EventKind.TASK_STARTED
+_SUBMITTED = EventKind.TASK_SUBMITTED
 
 TASK_EVENTS = frozenset(k for k in EventKind if k.value.startswith("task_"))
 WORKER_EVENTS = frozenset(EventKind) - TASK_EVENTS
@@ -98,6 +107,204 @@ class EventBatch(NamedTuple):
 
 
 Callback = Callable[[EventBatch], Any]
+#: Where a subscription's callback runs: on its own thread, on the emitting worker thread,
+#: or on an asyncio event loop.
+DeliverOn = Literal["thread", "inline"] | asyncio.AbstractEventLoop
+
+_new_event = tuple.__new__
+
+
+class _Hooks(NamedTuple):
+    """What the log may ask of a subscriber: plain calls that run no user code."""
+
+    arm: Callable[[], bool]  # wake the deliverer; False when it can never deliver again
+    stop: Callable[[], None]  # the worker stopped: deliver what is buffered, then end
+    reset: Callable[[threading.Lock], None]  # a copy in a child made by os.fork()
+    pump: Callable[[], None]  # inline: deliver what is pending on the calling thread
+    deferred_until: Callable[[], float | None]  # inline: when a rate-limited delivery is due
+
+
+class EventLog:
+    """A worker's events: one bounded log, its sequence numbers, and each subscriber's cursor.
+
+    Guarded by the worker's lock (``lock``), like the rest of its scheduling
+    state, so that events are in the order the transitions happened. `emit` is
+    called with that lock held and costs one tuple and one append, however many
+    subscribers there are; a subscriber takes what is new with `take`. The log
+    keeps as many events as the largest subscriber buffer; events every
+    subscriber has taken are trimmed.
+    """
+
+    def __init__(self, lock: threading.Lock, kick: Callable[[], None], owner: str = "") -> None:
+        self.lock = lock
+        self.owner = owner  # the worker's name, for messages
+        self.closed = False  # the worker stopped: no new subscriber
+        self.active = False  # someone subscribes: emit() builds events at all
+        self.subs: tuple[Subscription, ...] = ()
+        self.inline: tuple[Subscription, ...] = ()  # the subscribers delivered inline
+        self._kick = kick  # wakes the worker's monitor (a deferred inline delivery)
+        self._log: deque[Event] = deque(maxlen=1)
+        self._seq = itertools.count()
+        self._cursors: dict[Subscription, int] = {}  # per subscriber: the next seq to deliver
+        self._caps: dict[Subscription, int] = {}
+        self._hooks: dict[Subscription, _Hooks] = {}
+        self._armed: set[Subscription] = set()
+        self._need_wake = True
+
+    # ------------------------------------------------------- with the lock held
+    def emit(self, kind: EventKind, rec: Any = None, detail: Any = None) -> None:
+        """Append one event (``rec``: the task's record, for task events). Lock held."""
+        if not self.active:
+            return
+        if rec is None:
+            ev = _new_event(Event, (next(self._seq), kind, time.monotonic(), None, None, None,
+                                    threading.current_thread().name, None, detail))
+        elif kind is _STARTED:
+            ev = _new_event(Event, (next(self._seq), kind, rec.started_at, rec.id, rec.priority,
+                                    rec.attempts, rec.thread, None, detail))
+        elif kind is _SUBMITTED:
+            ev = _new_event(Event, (next(self._seq), kind, rec.enqueued_at, rec.id, rec.priority,
+                                    rec.attempts, None, None, detail))
+        else:
+            ev = _new_event(Event, (next(self._seq), kind, rec.finished_at, rec.id, rec.priority,
+                                    rec.attempts, rec.thread, rec.started_at, detail))
+        self._log.append(ev)
+        if self._need_wake:
+            self._wake_locked()
+
+    def _wake_locked(self) -> None:
+        # The first event since a subscriber's last take arms it (wakes its deliverer).
+        self._need_wake = False
+        for sub in self.subs:
+            if sub not in self._armed:
+                self._armed.add(sub)
+                if not self._hooks[sub].arm():  # it can never deliver (a closed loop)
+                    self._cursors.pop(sub, None)
+
+    def stop_all(self) -> tuple[Subscription, ...]:
+        """The worker stopped: each subscriber delivers what it has, then ends. Lock held."""
+        self.closed = True
+        subs = self.subs
+        for sub in subs:
+            self._hooks[sub].stop()
+        return subs
+
+    def reset_after_fork(self, lock: threading.Lock) -> None:
+        """In a child made by os.fork(): a fresh lock; no subscriber is delivered to any more."""
+        self.lock = lock
+        for hooks in self._hooks.values():
+            hooks.reset(lock)
+        self.subs = self.inline = ()
+        self.active = False
+        self._cursors.clear()
+
+    # ------------------------------------------------------------ from anywhere
+    def attach(self, sub: Subscription, buffer_size: int, hooks: _Hooks) -> int:
+        """Start delivering to ``sub`` with the next event, whose seq is returned."""
+        with self.lock:
+            if self.closed:
+                raise WorkerShutdownError(f"worker {self.owner!r} is stopped: nothing to "
+                                          f"subscribe to")
+            cursor = self._cursors[sub] = self._log[-1][0] + 1 if self._log else self._peek_seq()
+            self._caps[sub] = buffer_size
+            self._hooks[sub] = hooks
+            self.subs = (*self.subs, sub)
+            if sub.mode == "inline":
+                self.inline = (*self.inline, sub)
+            self.active = True
+            self._resize()
+            self._need_wake = True  # the next event must arm the newcomer too
+        return cursor
+
+    def detach(self, sub: Subscription) -> None:
+        with self.lock:
+            self.subs = tuple(s for s in self.subs if s is not sub)
+            self.inline = tuple(s for s in self.inline if s is not sub)
+            self.active = bool(self.subs)
+            self._cursors.pop(sub, None)
+            self._caps.pop(sub, None)
+            self._armed.discard(sub)
+            self._resize()
+            self._trim()
+
+    def take(self, sub: Subscription) -> tuple[tuple[Event, ...], int, int] | None:
+        """What is new for ``sub``: (events, how many were dropped before them, next cursor).
+
+        None if nothing is new or ``sub`` was detached. At most its buffer's size:
+        the oldest events past it are dropped (and counted).
+        """
+        with self.lock:
+            self._armed.discard(sub)
+            self._need_wake = True
+            log = self._log
+            start = self._cursors.get(sub)
+            if start is None or not log or log[-1][0] < start:
+                return None
+            last, first = log[-1][0], log[0][0]
+            dropped = 0
+            if start < first:  # the log overflowed past this cursor
+                dropped, start = first - start, first
+            cap = self._caps[sub]
+            if last + 1 - start > cap:  # more than its buffer holds: keep the newest
+                dropped += last + 1 - start - cap
+                start = last + 1 - cap
+            skip = start - first
+            events = tuple(log) if not skip else tuple(itertools.islice(log, skip, None))
+            self._cursors[sub] = last + 1
+            self._trim()
+        return events, dropped, last + 1
+
+    def pending(self, sub: Subscription) -> bool:
+        """Is something new for ``sub``? An unlocked hint (a deque's ends are read atomically)."""
+        try:
+            return self._log[-1][0] >= self._cursors.get(sub, 1 << 62)
+        except IndexError:
+            return False
+
+    def last_seq(self, sub: Subscription) -> int:
+        """The seq of the last event emitted so far (what a flush must deliver up to)."""
+        with self.lock:
+            if self._log:
+                return self._log[-1][0]
+            return self._cursors.get(sub, 0) - 1
+
+    def pump_inline(self) -> None:
+        """Deliver to the inline subscribers, on the calling thread (no lock held)."""
+        for sub in self.inline:
+            self._hooks[sub].pump()
+
+    def next_deferred(self) -> float | None:
+        """When the first rate-limited inline delivery is due (for the monitor), or None."""
+        due = [d for d in (self._hooks[s].deferred_until() for s in self.inline) if d is not None]
+        return min(due) if due else None
+
+    def kick(self) -> None:
+        self._kick()
+
+    # -------------------------------------------------------------- internals
+    def _peek_seq(self) -> int:
+        # The next event's seq: itertools.count cannot be peeked, so replace it.
+        n = next(self._seq)
+        self._seq = itertools.count(n)
+        return n
+
+    def _resize(self) -> None:
+        cap = max(self._caps.values(), default=1)
+        if cap != self._log.maxlen:
+            self._log = deque(self._log, maxlen=cap)
+
+    def _trim(self) -> None:
+        # Forget the events every subscriber has taken.
+        log = self._log
+        if not self._cursors or not log:
+            log.clear()
+            return
+        low = min(self._cursors.values())
+        if low > log[-1][0]:
+            log.clear()
+            return
+        while log and log[0][0] < low:
+            log.popleft()
 
 
 class Subscription:
@@ -107,8 +314,9 @@ class Subscription:
     ``batches`` delivered, ``errors`` raised by the callback.
     """
 
-    def __init__(self, owner: Any, callback: Callback, *, on: Any, max_rate_hz: float | None,
-                 buffer_size: int, kinds: Iterable[EventKind] | None, name: str) -> None:
+    def __init__(self, log: EventLog, callback: Callback, *, on: DeliverOn,
+                 max_rate_hz: float | None, buffer_size: int,
+                 kinds: Iterable[EventKind] | None, name: str) -> None:
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__} {callback!r}")
         if isinstance(on, asyncio.AbstractEventLoop):
@@ -122,101 +330,91 @@ class Subscription:
             raise ValueError(f"max_rate_hz must be None or a number > 0, got {max_rate_hz!r}")
         if type(buffer_size) is not int or buffer_size < 1:
             raise ValueError(f"buffer_size must be an int >= 1, got {buffer_size!r}")
-        self.kinds: frozenset[EventKind] | None = None
-        if kinds is not None:
-            kinds = frozenset(EventKind(k) for k in kinds)
-            self.kinds = kinds
+        self.kinds: frozenset[EventKind] | None = (
+            None if kinds is None else frozenset(EventKind(k) for k in kinds))
         self.callback = callback
         self.mode = mode
-        self.loop: asyncio.AbstractEventLoop | None = on if mode == "loop" else None
+        self.loop: asyncio.AbstractEventLoop | None = on if isinstance(on, asyncio.AbstractEventLoop) \
+            else None
         self.max_rate_hz = max_rate_hz
+        self.buffer_size = buffer_size
+        self.name = name
+        self.delivered = 0
+        self.dropped = 0
+        self.batches = 0
+        self.errors = 0
         # Even unthrottled, a delivery thread batches for at least _MIN_GAP: each
         # wake-up costs a thread switch under the GIL, which the workers pay for.
         self._min_gap = (_MIN_GAP if mode == "thread" else 0.0) if max_rate_hz is None \
             else 1.0 / max_rate_hz
-        self._owner = owner
-        self._lock: threading.Lock = owner._lock  # the worker's lock guards the log and cursor
-        self._cap = buffer_size
-        self._cursor = 0  # seq of the next event to deliver; set by the worker at subscribe
+        self._log = log
         self._done_upto = 0  # every event below this seq has been through the callback
         self._flushed = threading.Condition()
         self._urgent = False  # a flush() asked to skip the rate limit once
         self._deferred = False  # inline: a delivery is waiting for the rate limit
-        self._armed = False
         self._closed = False
+        self._cancelled = False
         self._last_delivery = -1e9
         self._deliver_lock = threading.Lock()  # one delivery at a time, in order
         # The thread inside a delivery (holding _deliver_lock), so that a call from the
         # callback itself (flush, join, a shutdown that flushes) never waits for itself.
         self._delivering: int | None = None
-        self.delivered = 0
-        self.dropped = 0
-        self.batches = 0
-        self.errors = 0
-        self.name = name
         self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()  # C-level: cheap to signal
-        self._cancelled = False
         self._thread: threading.Thread | None = None
         if mode == "thread":
             self._thread = threading.Thread(target=self._thread_loop, name=name, daemon=True)
 
-    def _start(self) -> None:
+    def start(self) -> Subscription:
+        """Attach to the log and start delivering (the worker's `subscribe` calls it)."""
+        cursor = self._log.attach(self, self.buffer_size, _Hooks(
+            self._arm, self._stop, self._reset, self._pump_inline, self._deferred_until))
+        with self._flushed:  # nothing before the cursor is this subscriber's to deliver
+            self._done_upto = max(self._done_upto, cursor)
         if self._thread is not None:
             self._thread.start()
+        return self
 
-    # --- called by the worker with its lock held: no user code, no blocking ---
-    def _arm(self) -> None:
-        # First event since the last delivery: wake the deliverer (no user code here).
+    # --- called by the log with the worker's lock held: no user code, no blocking ---
+    def _arm(self) -> bool:
         if self.mode == "thread":
             self._wake.put(None)
         elif self.mode == "loop":
             try:
                 self.loop.call_soon_threadsafe(self._deliver_on_loop)  # type: ignore[union-attr]
-            except RuntimeError:  # loop closed: nobody will ever read this buffer
-                self._closed = True
-                self._cancelled = True  # no longer holds the log back
+            except RuntimeError:  # the loop is closed: nobody will ever read this buffer
+                self._closed = self._cancelled = True
+                return False
+        return True
 
-    def _pending(self) -> bool:
-        # Unlocked read: a hint only (the deque's ends are read atomically).
-        log = self._owner._log
-        try:
-            return log[-1][0] >= self._cursor
-        except IndexError:
-            return False
+    def _stop(self) -> None:
+        self._close(drain=True)
 
-    def _take(self) -> EventBatch | None:
-        """Everything new since the last take, bounded by buffer_size; None if nothing."""
-        owner = self._owner
-        with self._lock:
-            self._armed = False
-            owner._need_wake = True
-            log = owner._log
-            if not log:
-                return None
-            last = log[-1][0]
-            start = self._cursor
-            if last < start:
-                return None
-            first = log[0][0]
-            dropped = 0
-            if start < first:  # the log overflowed past our cursor
-                dropped = first - start
-                start = first
-            if last + 1 - start > self._cap:  # more than our buffer holds: keep the newest
-                dropped += last + 1 - start - self._cap
-                start = last + 1 - self._cap
-            skip = start - first
-            events = tuple(log) if not skip else tuple(itertools.islice(log, skip, None))
-            self._cursor = last + 1
-            owner._trim_log_locked()
+    def _reset(self, lock: threading.Lock) -> None:
+        # A copy in a child process made by os.fork(): no delivery thread, fresh locks.
+        self._deliver_lock = threading.Lock()
+        self._flushed = threading.Condition()
+        self._wake = queue.SimpleQueue()
+        self._delivering = None
+        self._closed = self._cancelled = True
+
+    def _deferred_until(self) -> float | None:
+        return self._last_delivery + self._min_gap if self._deferred else None
+
+    # --- taking and calling ---------------------------------------------------------
+    def _take(self) -> tuple[EventBatch | None, int | None]:
+        """Everything new since the last take (and the cursor after it), filtered by ``kinds``."""
+        got = self._log.take(self)
+        if got is None:
+            return None, None
+        events, dropped, upto = got
         if self.kinds is not None:
             kinds = self.kinds
             events = tuple(e for e in events if e[1] in kinds)
         if dropped:
             self.dropped += dropped
         if not events and not dropped:
-            return None
-        return EventBatch(events, dropped)
+            return None, upto
+        return EventBatch(events, dropped), upto
 
     def _call(self, batch: EventBatch) -> None:
         self._last_delivery = time.monotonic()
@@ -256,7 +454,7 @@ class Subscription:
             self._urgent = False
             if not (self._closed and self._cancelled):
                 self._deliver_once()
-            if self._closed and not self._pending():
+            if self._closed and not self._log.pending(self):
                 self._notify_flushed()
                 return
 
@@ -281,7 +479,7 @@ class Subscription:
         # Called by a worker thread after it released the worker lock. Whoever
         # holds _deliver_lock delivers everything pending, so events stay in
         # order and no worker ever waits for another worker's callback.
-        while not self._cancelled and self._pending():
+        while not self._cancelled and self._log.pending(self):
             if not self._deliver_lock.acquire(blocking=False):
                 return
             self._delivering = threading.get_ident()
@@ -291,7 +489,7 @@ class Subscription:
                     # thread makes if no further event comes first.
                     if not self._deferred:
                         self._deferred = True
-                        self._owner._kick_monitor()
+                        self._log.kick()
                     return
                 self._deferred = False
                 self._deliver_once_locked()
@@ -316,29 +514,21 @@ class Subscription:
         return True
 
     def _deliver_once_locked(self) -> None:
-        batch = self._take()
-        upto = self._cursor
+        batch, upto = self._take()
         try:
             if batch is not None:
                 self._call(batch)
         finally:
-            with self._flushed:
-                self._done_upto = upto
-                self._flushed.notify_all()
-
-    def _after_fork_in_child(self, lock: threading.Lock) -> None:
-        # A copy in a child process made by os.fork(): no delivery thread, fresh locks.
-        self._lock = lock
-        self._deliver_lock = threading.Lock()
-        self._flushed = threading.Condition()
-        self._wake = queue.SimpleQueue()
-        self._delivering = None
-        self._closed = self._cancelled = True
+            if upto is not None:
+                with self._flushed:
+                    self._done_upto = upto
+                    self._flushed.notify_all()
 
     def _notify_flushed(self) -> None:
         with self._flushed:
             self._flushed.notify_all()
 
+    # --- flush ------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> bool:
         """Deliver every event emitted before this call, and wait until the callback has had it.
 
@@ -350,40 +540,50 @@ class Subscription:
         Thread-safe.
         """
         if self._delivering == threading.get_ident():
-            return not self._pending()
-        with self._lock:
-            log = self._owner._log
-            target = log[-1][0] if log else self._cursor - 1
-        deadline = None if timeout is None else time.monotonic() + timeout
-        me = threading.current_thread()
-        loop_here = False
-        if self.mode == "loop":
-            try:
-                loop_here = asyncio.get_running_loop() is self.loop
-            except RuntimeError:
-                loop_here = False
-        if self.mode == "inline" or loop_here or (self._thread is not None and self._thread is me):
+            return not self._log.pending(self)
+        target = self._log.last_seq(self)
+        if self._delivers_here():
             while self._done_upto <= target and not self._cancelled:
                 if not self._deliver_once():
                     break
             return self._done_upto > target
+        return self._wait_flushed(target, None if timeout is None else time.monotonic() + timeout)
+
+    def _delivers_here(self) -> bool:
+        """Does the calling thread deliver for this subscription (inline, its loop, its thread)?"""
+        if self.mode == "inline" or (self._thread is not None
+                                     and self._thread is threading.current_thread()):
+            return True
+        if self.mode != "loop":
+            return False
+        try:
+            return asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            return False
+
+    def _wait_flushed(self, target: int, deadline: float | None) -> bool:
         with self._flushed:
             while self._done_upto <= target:
-                if self._cancelled or (self._closed and not self._pending()
+                if self._cancelled or (self._closed and not self._log.pending(self)
                                        and (self._thread is None or not self._thread.is_alive())):
                     return self._done_upto > target
                 self._urgent = True
-                if self.mode == "thread":
-                    self._wake.put(None)  # also ends a rate-limit sleep early
-                else:
-                    try:
-                        self.loop.call_soon_threadsafe(self._deliver_on_loop)  # type: ignore[union-attr]
-                    except RuntimeError:
-                        return False
+                if not self._request_delivery():
+                    return False
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
-                self._flushed.wait(left if left is None else min(left, 0.05))
+                self._flushed.wait(0.05 if left is None else min(left, 0.05))
+        return True
+
+    def _request_delivery(self) -> bool:
+        if self.mode == "thread":
+            self._wake.put(None)  # also ends a rate-limit sleep early
+            return True
+        try:
+            self.loop.call_soon_threadsafe(self._deliver_on_loop)  # type: ignore[union-attr]
+        except RuntimeError:
+            return False
         return True
 
     # --- lifecycle --------------------------------------------------------------
@@ -396,7 +596,7 @@ class Subscription:
 
     def cancel(self) -> None:
         """Stop receiving events; undelivered ones are discarded. Idempotent, thread-safe."""
-        self._owner._unsubscribe(self)
+        self._log.detach(self)
         self._close(drain=False)
         t = self._thread
         if t is not None and t is not threading.current_thread() and t.is_alive():
@@ -404,6 +604,7 @@ class Subscription:
 
     @property
     def active(self) -> bool:
+        """True until the subscription is cancelled or its worker stopped."""
         return not self._closed
 
     def join(self, timeout: float | None = None) -> bool:

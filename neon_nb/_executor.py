@@ -46,12 +46,10 @@ class NeonExecutor(Executor):
             raise ValueError(f"max_workers must be an int > 0, got {max_workers!r}")
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be callable, got {initializer!r}")
-        self._initializer = (initializer, initargs)
         name = thread_name_prefix or f"NeonExecutor-{next(_executor_ids)}"
         self._worker = NeonWorker(max_workers, queue_size, name=name, retry_attempts=retry_attempts,
-                                  exit_timeout=exit_timeout, **settings)
-        if initializer is not None:
-            self._worker._wrap_thread_init(initializer, initargs)
+                                  exit_timeout=exit_timeout, initializer=initializer,
+                                  initargs=initargs, **settings)
         self._worker.start()
         # As with ThreadPoolExecutor: an executor dropped without shutdown() lets its
         # threads finish the queued work and exit. (The worker does not refer back to

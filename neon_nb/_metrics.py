@@ -70,7 +70,8 @@ class LatencySummary:
     mean: float
     histogram: tuple[tuple[float, int], ...]
 
-    def percentile(self, p: float) -> float:
+    def percentile(self, p: int) -> float:
+        """The value at percentile ``p``: 50, 90, 99 or 100 (the maximum)."""
         return {50: self.p50, 90: self.p90, 99: self.p99, 100: self.max}[p]
 
 
@@ -169,8 +170,9 @@ class Metrics:
         self._stream.clear()
         self._version = 0
 
-    def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()  # it may have been held by a thread left in the parent
+    def reset_lock_after_fork(self) -> None:
+        """In a child made by ``os.fork()``: a thread left in the parent may have held the lock."""
+        self._lock = threading.Lock()
 
     def reset(self) -> None:
         """Forget histograms, windows, utilisation and the task stream.
@@ -187,7 +189,7 @@ class Metrics:
         with self._lock:
             return self._fold_locked()
 
-    def _fold_locked(self) -> int:
+    def _fold_locked(self) -> int:  # noqa: C901, PLR0912, PLR0915 - one inlined hot loop (see below)
         """Fold the pending attempts. The hot loop of the metrics: keep it lean.
 
         Values go straight into the HdrHistograms' counts arrays with the

@@ -25,20 +25,15 @@ logger = logging.getLogger("neon_nb")
 
 #: Slice of the handler's wait for the shutdown (see _graceful_shutdown).
 _SLICE = 0.05
-#: How long the handler tries a worker's lock before concluding the interrupted code holds it.
-#: A fallback only (the interrupted frame is checked first): generous, so that a lock holder
-#: descheduled on a loaded machine is not mistaken for the interrupted main thread.
-_LOCK_PROBE = 1.0
-
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
 def _inside_neon(frame: FrameType | None) -> bool:
-    """True if the interrupted main thread is running neon_nb code (it may hold a worker's lock)."""
+    """Was the main thread interrupted inside code that may hold a worker's (or the config's) lock?
+
+    Each neon_nb module whose code takes those locks says so with a module-level
+    marker, ``NEON_HOLDS_WORKER_LOCKS = True``; the interrupted frame's callers
+    are looked up for it.
+    """
     while frame is not None:
-        filename = frame.f_code.co_filename
-        if filename.startswith(_PACKAGE_DIR) and not filename.endswith("_signals.py"):
+        if frame.f_globals.get("NEON_HOLDS_WORKER_LOCKS") is True:
             return True
         frame = frame.f_back
     return False
@@ -90,22 +85,11 @@ class SignalHandlers:
         #    once and let the helper finish once that code lets go (after a
         #    KeyboardInterrupt unwinds it, or in the interpreter's exit hook).
         helper = threading.Thread(target=self._shutdown_all, name="neon-signal-shutdown", daemon=True)
+        helper.start()
         if _inside_neon(frame):
             logger.warning("signal arrived while the main thread was inside neon_nb: the shutdown "
                            "goes on in the background")
-            helper.start()
             return
-        for w in self.workers:  # the main thread may hold a worker's lock outside neon_nb's code
-            lock = getattr(w, "_lock", None)
-            if lock is None:
-                continue
-            if not lock.acquire(timeout=_LOCK_PROBE):
-                logger.warning("signal arrived while worker %s's lock was held: its shutdown goes "
-                               "on in the background", w.name)
-                helper.start()
-                return
-            lock.release()
-        helper.start()
         # Wait in short slices: the kernel may deliver a second signal to any thread, and
         # the main thread only runs its Python handler between two bytecodes, never inside
         # one long join(). Sliced, a second Ctrl-C is honoured within _SLICE seconds.

@@ -9,7 +9,7 @@ import math
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from ._checks import MAX_SECONDS
 
@@ -38,7 +38,9 @@ class TaskState(str, enum.Enum):
 
 _TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
 
-RetryFilter = "tuple[type[BaseException], ...] | Callable[[BaseException], bool]"
+#: Which exceptions are retried: an exception type, a tuple of them, or a predicate.
+RetryFilter: TypeAlias = (type[BaseException] | tuple[type[BaseException], ...]
+                          | Callable[[BaseException], bool])
 
 
 @dataclass(slots=True)
@@ -60,7 +62,7 @@ class Task:
     retry_attempts: int | None = None
     retry_delay: float | None = None
     retry_backoff: float | None = None
-    retry_on: Any = None
+    retry_on: RetryFilter | None = None
 
     def __post_init__(self) -> None:
         tid = self.id
@@ -71,6 +73,10 @@ class Task:
         except TypeError:
             raise TypeError(f"Task.id must be hashable, got unhashable {type(tid).__name__} "
                             f"{tid!r}") from None
+        self._check_call(tid)
+        self._check_retry(tid)
+
+    def _check_call(self, tid: Hashable) -> None:
         if not callable(self.function):
             raise TypeError(f"Task.function must be callable, got {type(self.function).__name__} "
                             f"{self.function!r} (task {tid!r})")
@@ -91,6 +97,8 @@ class Task:
         if type(self.priority) is not int:
             raise TypeError(f"Task.priority must be an int (higher runs first), got "
                             f"{type(self.priority).__name__} {self.priority!r} (task {tid!r})")
+
+    def _check_retry(self, tid: Hashable) -> None:
         if self.retry_attempts is not None and (type(self.retry_attempts) is not int
                                                 or self.retry_attempts < 0):
             raise ValueError(f"Task.retry_attempts must be None or an int >= 0, got "
@@ -179,20 +187,23 @@ class TaskFuture(Future):
 
     The worker changes the state of this future under its own lock (so that the
     status counters and the future agree at every instant) and runs the done
-    callbacks after releasing it. That needs the base class's private fields;
-    they have been stable since Python 3.2 and are pinned by the test suite.
+    callbacks after releasing it. Its executor-side methods (``mark_running``,
+    ``settle_result``, ``settle_exception``, ``settle_cancelled``,
+    ``run_callbacks``) are for the worker that owns the future, as
+    ``Future.set_result`` is for executors; they use the base class's private
+    fields, stable since Python 3.2 and pinned by the test suite.
     """
 
-    __slots__ = ("_canceller", "_key", "task_id")
+    __slots__ = ("_canceller", "task_id")
+    _done_callbacks: list[Callable[[Future], object]]  # (the base class's, set by its __init__)
 
-    def __init__(self, task_id: Hashable = None, canceller: Callable[[Any], bool] | None = None,
-                 key: Hashable = None) -> None:
+    def __init__(self, task_id: Hashable = None, canceller: Callable[[Any], bool] | None = None) -> None:
         super().__init__()
         self.task_id = task_id
         self._canceller = canceller
-        self._key = task_id if key is None else key  # how the worker files the task
 
     def cancel(self) -> bool:
+        """Withdraw the task if it has not started; False if it runs or has ended. Thread-safe."""
         canceller = self._canceller
         if canceller is None:
             # Not (or no longer) owned by a worker: plain Future semantics.
@@ -201,36 +212,44 @@ class TaskFuture(Future):
             return self.cancelled()
         return canceller(self)
 
-    # --- used by the worker -------------------------------------------------
-    # ``_set_*_locked`` are called with the worker lock held: they change the
-    # state and wake waiters but run no callback. The worker calls
-    # ``_invoke_callbacks()`` after releasing its lock.
+    # --- executor side: called by the owning worker with its lock held ---------
+    # They change the state and wake waiters (result(), wait(), as_completed()) but run
+    # no callback: the worker calls run_callbacks() after releasing its lock.
 
-    def _set_result_locked(self, result: Any) -> None:
+    def mark_running(self) -> None:
+        """PENDING -> RUNNING: the task's first attempt starts."""
+        # Only the worker (under its lock) and cancel() (which goes through that lock)
+        # change a pending future, and nobody waits for this transition, so the
+        # future's own condition is not needed.
+        self._state = _fb.RUNNING
+
+    def settle_result(self, result: Any) -> None:
+        """The task succeeded with ``result``."""
         cond = self._condition
-        with cond._lock:  # the condition's RLock, entered in C (Condition.__enter__ is Python)
+        # The condition's RLock entered in C: Condition.__enter__ is Python code, and this
+        # runs once per task under the worker's lock.
+        with cond._lock:  # type: ignore[attr-defined]  # noqa: SLF001 - the hot path (see above)
             self._result = result
             self._state = _fb.FINISHED
             for waiter in self._waiters:
                 waiter.add_result(self)
             # notify_all() is Python code; skip it when nobody waits in result().
             # (Checked under the condition: a waiter registers before releasing it.)
-            if cond._waiters:
+            if cond._waiters:  # type: ignore[attr-defined]  # noqa: SLF001 - the hot path (see above)
                 cond.notify_all()
         self._canceller = None
 
-    def _set_exception_locked(self, exc: BaseException) -> None:
-        cond = self._condition
-        with cond._lock:
+    def settle_exception(self, exc: BaseException) -> None:
+        """The task failed for good with ``exc``."""
+        with self._condition:
             self._exception = exc
             self._state = _fb.FINISHED
             for waiter in self._waiters:
                 waiter.add_exception(self)
-            if cond._waiters:
-                cond.notify_all()
+            self._condition.notify_all()
         self._canceller = None
 
-    def _set_cancelled_locked(self) -> bool:
+    def settle_cancelled(self) -> bool:
         """Cancel from PENDING or RUNNING (a task waiting for a retry); False if finished.
 
         Goes straight to CANCELLED_AND_NOTIFIED so that ``wait()`` and
@@ -248,11 +267,14 @@ class TaskFuture(Future):
         self._canceller = None
         return True
 
-    def _set_running_locked(self) -> None:
-        # PENDING -> RUNNING. Only the worker (under its lock) and cancel() (which
-        # goes through that lock) change a pending future, and nobody waits for
-        # this transition, so the future's own condition is not needed.
-        self._state = _fb.RUNNING
+    @property
+    def has_callbacks(self) -> bool:
+        """Are done callbacks waiting to run (read under the worker's lock)?"""
+        return bool(self._done_callbacks)
+
+    def run_callbacks(self) -> None:
+        """Run the done callbacks, each isolated (the owning worker calls it without its lock)."""
+        self._invoke_callbacks()
 
     def add_done_callback(self, fn: Callable[[Future], object]) -> None:
         """As `concurrent.futures.Future.add_done_callback`; what ``fn`` raises is logged."""

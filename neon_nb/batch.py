@@ -27,7 +27,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._worker import NeonWorker
 
 from ._errors import FlakyTaskError
 from ._task import Task
@@ -270,7 +273,7 @@ class Batch:
                             retry_attempts=self.retries, retry_delay=self.retry_delay))
         return out
 
-    def submit(self, worker: Any, block: bool = True, timeout: float | None = None, *,
+    def submit(self, worker: NeonWorker, block: bool = True, timeout: float | None = None, *,
                background: bool = False) -> list[Any]:
         """Queue the batch on ``worker`` and return the futures; see `NeonWorker.add_tasks`.
 

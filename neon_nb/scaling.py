@@ -20,11 +20,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._config import get_config
 from ._task import Task, TaskFuture
 from ._worker import NeonWorker
+
+if TYPE_CHECKING:
+    from .backends import BackendSpec
 
 __all__ = [
     "ScalingPlan",
@@ -387,7 +390,7 @@ class ScalingPlan:
 
     make_tasks: Callable[[], Iterable[Task]]
     workers: tuple[int, ...] = (1, 2, 4, 8)
-    backend: Any = "threads"
+    backend: BackendSpec = "threads"
     repeats: int = 3
     warmup: int = 2
     timeout: float | None = None
@@ -521,15 +524,15 @@ def _check_plan(plan: ScalingPlan) -> None:
     get_config().replace(**{k: v for k, v in plan.settings.items() if k not in _WORKER_ARGUMENTS})
 
 
-def _describe_backend(backend: Any) -> str:
+def _describe_backend(backend: BackendSpec) -> str:
     from .backends import make_backend
 
     return make_backend(backend).name  # also validates: a clear error at the call
 
 
-def measure_scaling(
+def measure_scaling(  # noqa: PLR0913 - an experiment's knobs, all keywords with defaults
         make_tasks: Callable[[], Iterable[Task]], workers: Iterable[int] = (1, 2, 4, 8), *,
-        backend: Any = "threads", repeats: int = 3, warmup: int = 2, timeout: float | None = None,
+        backend: BackendSpec = "threads", repeats: int = 3, warmup: int = 2, timeout: float | None = None,
         statistic: str = "median", label: str | None = None,
         on_progress: Callable[[ScalingResult], Any] | None = None, stop: StopFlag | None = None,
         **worker_settings: Any) -> ScalingResult:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import neon_nb
-from neon_nb import _worker as worker_module
+from neon_nb import _exit
 from neon_nb._config import config_manager
 
 #: Bound for any wait on something that should happen "at once" (generous: 2 shared cores).
@@ -67,7 +67,7 @@ def _reset_config() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _every_task_accounted_for(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    workers_before = set(worker_module._all_workers)
+    workers_before = set(_exit.instances())
     futures: weakref.WeakSet = weakref.WeakSet()  # every future a worker handed out
 
     def tracking(method):
@@ -99,16 +99,16 @@ def _every_task_accounted_for(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
         if not fut.done() and (state is None or state.terminal):
             lost.append((fut, state))
     assert not lost, f"futures neither done nor owned by a live task: {lost[:5]}"
-    for w in list(worker_module._all_workers):
+    for w in _exit.instances():
         if w not in workers_before:
             assert_counters_add_up(w.get_status())
 
 
 @pytest.fixture(autouse=True)
 def _no_leaked_workers(request: pytest.FixtureRequest) -> Iterator[None]:
-    before = set(worker_module._live_workers)
+    before = set(_exit.running())
     yield
-    leaked = [w for w in list(worker_module._live_workers) if w not in before]
+    leaked = [w for w in _exit.running() if w not in before]
     for w in leaked:
         w.shutdown(timeout=2.0, cancel_pending=True)
     if leaked:

@@ -144,7 +144,7 @@ def test_a_huge_health_check_interval_does_not_kill_the_monitor(make_worker):
 
     # The retry is scheduled by the monitor thread: it must still be alive.
     assert w.submit(flaky).result(timeout=10) == "ok"
-    assert w._monitor is not None and w._monitor.is_alive()
+    assert w._monitor.thread is not None and w._monitor.thread.is_alive()
 
 
 def test_update_is_all_or_nothing():
@@ -235,7 +235,7 @@ def test_listeners_hear_changes_after_the_lock_is_released():
             listener.manager.update(queue_size=11)
 
     listener = _Listener(mgr, reenter)
-    mgr.add_listener(listener)
+    mgr.add_listener(listener._on_global_config)
     mgr.update(max_workers=6, retry_attempts=3)  # retry_attempts unchanged: not reported
     assert listener.calls[0][2] == frozenset({"max_workers"})
     assert listener.calls[0][0].max_workers == 4 and listener.calls[0][1].max_workers == 6
@@ -247,7 +247,7 @@ def test_listeners_hear_changes_after_the_lock_is_released():
 def test_no_change_no_notification():
     mgr = ConfigManager()
     listener = _Listener(mgr)
-    mgr.add_listener(listener)
+    mgr.add_listener(listener._on_global_config)
     mgr.update(max_workers=4)
     assert listener.calls == []
 
@@ -259,8 +259,8 @@ def test_a_failing_listener_is_logged_and_the_others_still_run(caplog):
         raise RuntimeError("listener bug")
 
     bad, good = _Listener(mgr, boom), _Listener(mgr)
-    mgr.add_listener(bad)
-    mgr.add_listener(good)
+    mgr.add_listener(bad._on_global_config)
+    mgr.add_listener(good._on_global_config)
     with caplog.at_level(logging.ERROR, logger="neon_nb"):
         new = mgr.update(max_workers=2)
     assert new.max_workers == 2 and mgr.get() is new
@@ -271,9 +271,9 @@ def test_a_failing_listener_is_logged_and_the_others_still_run(caplog):
 def test_listeners_are_held_weakly_and_can_be_removed():
     mgr = ConfigManager()
     a, b = _Listener(mgr), _Listener(mgr)
-    mgr.add_listener(a)
-    mgr.add_listener(b)
-    mgr.remove_listener(b)
+    mgr.add_listener(a._on_global_config)
+    mgr.add_listener(b._on_global_config)
+    mgr.remove_listener(b._on_global_config)
     calls = b.calls
     del a
     gc.collect()

@@ -280,7 +280,7 @@ def test_inline_subscriber_runs_on_a_worker_thread(make_worker, gate):
         f.result(WAIT)
     assert w.wait_for_completion(WAIT)
     with w._lock:
-        worker_threads = set(w._threads.values())
+        worker_threads = set(w._pool.threads.values())
     after = list(zip(rec.batches[n_before:], rec.threads[n_before:]))
     assert any(e.kind is SUCCEEDED for b, _ in after for e in b)
     for batch, thread in after:

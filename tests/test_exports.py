@@ -48,6 +48,7 @@ PUBLIC = [
     "WorkerLostError",
     "WorkerShutdownError",
     "WorkerState",
+    "WorkerStatistics",
     "__version__",
     "config_manager",
     "get_config",

@@ -243,7 +243,7 @@ def test_history_size_bounds_finished_records_but_counts_stay(make_worker):
     with pytest.raises(UnknownTaskError):
         w.get_task_status(forgotten)
     assert w.get_task_status(next(iter(remembered))).done
-    assert len(w._history) == 10  # what is actually held
+    assert len(w._sched.history) == 10  # what is actually held
     st = w.get_status()
     assert st["submitted_tasks"] == st["completed_tasks"] == 50
     snap = w.metrics.snapshot()
@@ -372,7 +372,7 @@ def test_utilisation_of_a_worker(make_worker, gate):
     busy_thread = w.get_task_status("blocker").thread
     u = w.metrics.snapshot().utilisation
     with w._lock:
-        names = set(w._threads)
+        names = set(w._pool.threads)
     assert set(u) == names
     assert u[busy_thread] > 0.0
     assert all(0.0 <= v <= 1.0 for v in u.values())

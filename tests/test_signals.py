@@ -288,13 +288,13 @@ def test_a_signal_inside_neon_code_is_recognised_by_its_frame(tmp_path):
         signal.signal(signal.SIGTERM, previous)
         w = start_paused_worker(3)
         install_signal_handlers(w, timeout=10)
-        original = W.NeonWorker._enqueue_many_locked
+        original = W.Scheduler.enqueue
         def enqueue_and_signal(self, recs):
             os.kill(os.getpid(), signal.SIGTERM)   # delivered while this neon_nb frame runs
             for _ in range(1000):
                 pass
             return original(self, recs)
-        W.NeonWorker._enqueue_many_locked = enqueue_and_signal
+        W.Scheduler.enqueue = enqueue_and_signal
         print("ready", flush=True)
         w.add_tasks([Task(("late", i), print, (f"late {i}",)) for i in range(2)])
         print("unreachable", flush=True)

@@ -151,23 +151,23 @@ def test_worker_side_transitions():
     fut = TaskFuture("y")
     seen = []
     fut.add_done_callback(seen.append)
-    fut._set_running_locked()
+    fut.mark_running()
     assert fut.running()
-    fut._set_result_locked(42)
+    fut.settle_result(42)
     # Callbacks run only when the worker says so (after releasing its lock).
     assert seen == []
-    fut._invoke_callbacks()
+    fut.run_callbacks()
     assert seen == [fut] and fut.result() == 42
-    assert fut._set_cancelled_locked() is False  # finished: cannot be cancelled
+    assert fut.settle_cancelled() is False  # finished: cannot be cancelled
     assert not fut.cancelled()
 
     err = TaskFuture("z")
-    err._set_exception_locked(KeyError("k"))
+    err.settle_exception(KeyError("k"))
     assert isinstance(err.exception(timeout=0), KeyError)
 
     c = TaskFuture("c")
-    c._set_running_locked()  # e.g. a task waiting for its retry
-    assert c._set_cancelled_locked() is True
+    c.mark_running()  # e.g. a task waiting for its retry
+    assert c.settle_cancelled() is True
     assert c.cancelled() and c._state == fb.CANCELLED_AND_NOTIFIED
 
 

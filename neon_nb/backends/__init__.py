@@ -14,16 +14,23 @@ Thread names and events stay those of the worker threads whatever the backend.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 from ._base import Backend, ThreadBackend
 from ._dask import DaskBackend
 from ._process import ProcessBackend
 
-__all__ = ["Backend", "DaskBackend", "ProcessBackend", "ThreadBackend", "make_backend"]
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = ["Backend", "BackendSpec", "DaskBackend", "ProcessBackend", "ThreadBackend", "make_backend"]
+
+#: What ``NeonWorker(backend=...)`` accepts: a name (``"threads"``, ``"processes"``,
+#: ``"dask"``), a Dask scheduler address, a ``distributed.Client`` or a `Backend`.
+BackendSpec = Union[str, Backend, "Client", None]
 
 
-def make_backend(spec: Any) -> Backend:
+def make_backend(spec: BackendSpec | Any) -> Backend:
     """A backend from a name, a scheduler address, a ``distributed.Client`` or a `Backend`.
 
     ``"threads"`` (or None), ``"processes"``, ``"dask"`` (a LocalCluster

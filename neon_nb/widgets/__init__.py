@@ -4,6 +4,8 @@ and static plots.
 Needs ipywidgets and matplotlib (``pip install neon_nb[notebook]``). The core
 (`neon_nb`) never imports this package; this package reads the core only
 through its public API: events, metrics snapshots and thread-safe methods.
+Importing it in IPython makes a `NeonWorker` that is the last expression of a
+cell show its live dashboard (one per worker, reused).
 
 Threads, in one paragraph: a dashboard is updated by exactly one thread, its
 event subscription's delivery thread (``worker.subscribe(on="thread")``),
@@ -33,8 +35,11 @@ except ImportError as _exc:
 from ..batch import Batch, FlakyTaskError, TaskKind, get_task_kind, register_task_kind, task_kinds
 from ..plots import plot_latency, plot_scaling, plot_task_stream, plot_throughput
 from ._builder import BatchBuilder
-from ._dashboard import Dashboard
+from ._dashboard import Dashboard, register_worker_display
 from ._scaling import ScalingExperiment
+
+# In IPython, a worker that is the last expression of a cell now shows its live dashboard.
+register_worker_display()
 
 __all__ = [
     "Batch",

@@ -15,7 +15,10 @@ import logging
 import re
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .._worker import NeonWorker
 
 import ipywidgets as W
 
@@ -49,7 +52,7 @@ class BatchBuilder(WidgetView):
     to the worker.
     """
 
-    def __init__(self, worker: Any, *, kind: str = "io", count: int = 20) -> None:
+    def __init__(self, worker: NeonWorker, *, kind: str = "io", count: int = 20) -> None:
         self._worker = worker
         self._lock = threading.RLock()
         self._pending: collections.deque[Batch] = collections.deque()

@@ -58,8 +58,11 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .._worker import NeonWorker
 
 import ipywidgets as W
 
@@ -147,7 +150,7 @@ class Dashboard(WidgetView):
     stopped (a final view).
     """
 
-    def __init__(self, worker: Any, *, max_rate_hz: float = 10.0, plot_budget: float = 0.10,
+    def __init__(self, worker: NeonWorker, *, max_rate_hz: float = 10.0, plot_budget: float = 0.10,
                  plot_interval: float = 1.0, plot_max_interval: float = 3.0,
                  picture_interval: float | None = 5.0) -> None:
         warn_without_frontend(
@@ -203,7 +206,7 @@ class Dashboard(WidgetView):
         self.subscription = None
         try:
             self.subscription = worker.subscribe(
-                _weak_callback(self), on="thread", max_rate_hz=max_rate_hz, buffer_size=1024)
+                self._weak_callback(), on="thread", max_rate_hz=max_rate_hz, buffer_size=1024)
         except WorkerShutdownError:
             pass  # stopped already: the first render below is also the last
         try:
@@ -498,6 +501,19 @@ class Dashboard(WidgetView):
                 self._pictured = drawn
             return self._picture_png
 
+    def _weak_callback(self) -> Callable[[EventBatch], None]:
+        # The worker keeps its subscriptions; a weak reference lets a dashboard that
+        # nobody displays or holds be collected, and its deliveries become no-ops.
+        ref = weakref.ref(self)
+
+        def deliver(batch: EventBatch) -> None:
+            dash = ref()
+            if dash is not None:
+                dash._on_events(batch)  # noqa: SLF001 - this dashboard itself, held weakly
+
+        deliver.__qualname__ = f"Dashboard[{self._worker.name}]._on_events"
+        return deliver
+
     # ----------------------------------------------------------------- public
     @property
     def worker(self) -> Any:
@@ -518,9 +534,7 @@ class Dashboard(WidgetView):
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._done:
-            if self._closed:
-                return True
-            if self._up_to_date():
+            if self._closed or self._up_to_date():
                 return True
             self._force = True
             target = self._full_renders + 1
@@ -533,6 +547,9 @@ class Dashboard(WidgetView):
             if not self._up_to_date():
                 self._render(force=True)
             return True
+        return self._wait_rendered(target, deadline)
+
+    def _wait_rendered(self, target: int, deadline: float | None) -> bool:
         with self._done:
             while self._full_renders < target and not self._closed:
                 if self._up_to_date():
@@ -542,6 +559,11 @@ class Dashboard(WidgetView):
                     return False
                 self._done.wait(left)
         return True
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` was called: the dashboard no longer updates."""
+        return self._closed
 
     def _up_to_date(self) -> bool:
         status = self._worker.get_status()
@@ -584,18 +606,6 @@ def _placeholder_png(name: str, plot: Any, snap: Any, why: str) -> bytes:
     return png
 
 
-def _weak_callback(dash: Dashboard) -> Any:
-    # The worker keeps its subscriptions; a weak reference lets a dashboard that
-    # nobody displays or holds be collected, and its deliveries become no-ops.
-    ref = weakref.ref(dash)
-
-    def deliver(batch: EventBatch) -> None:
-        d = ref()
-        if d is not None:
-            d._on_events(batch)
-
-    deliver.__qualname__ = f"Dashboard[{dash._worker.name}]._on_events"
-    return deliver
 
 
 # ---------------------------------------------------------------- HTML bits
@@ -640,3 +650,35 @@ def _busy_html(status: Mapping[str, Any]) -> str:
     frac = busy / threads if threads else 0.0
     row = _bar_row("all threads", frac, f" ({busy} of {threads} busy now)")
     return f"<div><b>Utilisation</b> <small>(metrics off: busy now)</small>{row}</div>"
+
+
+# One dashboard per worker for IPython's display hook (one delivery thread per worker,
+# not one per display); a closed one is replaced.
+_shown: weakref.WeakKeyDictionary[Any, Dashboard] = weakref.WeakKeyDictionary()
+
+
+def _display_worker(worker: NeonWorker) -> None:  # pragma: no cover - exercised in notebooks
+    from IPython.display import display
+
+    dash = _shown.get(worker)
+    if dash is None or dash.closed:
+        dash = _shown[worker] = Dashboard(worker)
+    display(dash)
+
+
+def register_worker_display() -> bool:
+    """In IPython, show a `NeonWorker` displayed as a cell's value as its live dashboard.
+
+    Called when `neon_nb.widgets` is imported; True if IPython is running.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with ipywidgets
+        return False
+    ip = get_ipython()
+    if ip is None:
+        return False
+    from .._worker import NeonWorker
+
+    ip.display_formatter.ipython_display_formatter.for_type(NeonWorker, _display_worker)
+    return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import warnings
 
 from matplotlib.collections import PolyCollection
 
@@ -96,11 +97,23 @@ def test_updates_arrive_only_on_the_owner_thread(make_worker, dashboards, comms,
 
 def test_ipython_display_of_a_worker_shows_a_dashboard(make_worker, monkeypatch):
     import IPython.display
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from neon_nb.widgets import _dashboard
 
     shown = []
     monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
     worker = make_worker(max_workers=1)
-    worker._ipython_display_()
+    shell = InteractiveShell.instance()
+    try:
+        # Importing neon_nb.widgets in IPython registers the display of workers.
+        assert _dashboard.register_worker_display()
+        hook = shell.display_formatter.ipython_display_formatter.lookup(worker)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a shell, not a kernel: no front end
+            hook(worker)
+    finally:
+        InteractiveShell.clear_instance()
     assert len(shown) == 1 and isinstance(shown[0], Dashboard)
     bundle = shown[0]._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
