@@ -35,7 +35,17 @@ class ConfigTypeError(ConfigError, TypeError):
     """A configuration value has the wrong type."""
 
 
-class QueueFullError(NeonError):
+class _CutShort(NeonError):
+    """An error that can cut a batch short: what was queued before it, and what was not."""
+
+    def __init__(self, message: str = "", *, submitted: list[Any] | None = None,
+                 remaining: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.submitted = submitted if submitted is not None else []
+        self.remaining = remaining if remaining is not None else []
+
+
+class QueueFullError(_CutShort):
     """The bounded queue stayed full for the whole of the allowed wait.
 
     For a batch (`NeonWorker.add_tasks`), ``submitted`` holds the futures of the
@@ -43,30 +53,18 @@ class QueueFullError(NeonError):
     that were not; nothing else was changed.
     """
 
-    def __init__(self, message: str, *, submitted: list[Any] | None = None,
-                 remaining: list[Any] | None = None) -> None:
-        super().__init__(message)
-        self.submitted = submitted if submitted is not None else []
-        self.remaining = remaining if remaining is not None else []
-
 
 class DuplicateTaskError(NeonError, ValueError):
     """A task with the same id is still queued, running or waiting for a retry."""
 
 
-class WorkerShutdownError(NeonError, RuntimeError):
+class WorkerShutdownError(_CutShort, RuntimeError):
     """The worker is shutting down or stopped and accepts no new task.
 
     Raised by `NeonWorker.add_tasks` when a shutdown interrupts the batch,
     ``submitted`` holds the futures of the tasks already queued (the shutdown
     decides their fate) and ``remaining`` the tasks that were not queued.
     """
-
-    def __init__(self, message: str = "", *, submitted: list[Any] | None = None,
-                 remaining: list[Any] | None = None) -> None:
-        super().__init__(message)
-        self.submitted = submitted if submitted is not None else []
-        self.remaining = remaining if remaining is not None else []
 
 
 class UnknownTaskError(NeonError, KeyError):
