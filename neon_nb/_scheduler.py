@@ -137,6 +137,19 @@ class Scheduler:
             for rec in recs:
                 self.events.emit(_SUBMITTED, rec)
 
+    def enqueue_one(self, rec: TaskRecord) -> None:
+        """Queue one new record (validated, its id not live): `enqueue` for one, without a loop."""
+        rec.seq = next(self.seq)
+        rec.submitted_at = rec.enqueued_at = _now()
+        key = rec.key
+        self.live[key] = rec
+        if type(key) is IdKey:
+            self._index(key)
+        self.queue.put(rec)
+        self.submitted += 1
+        if self.events.active:
+            self.events.emit(_SUBMITTED, rec)
+
     def add_to_backlog(self, recs: Iterable[TaskRecord]) -> None:
         """Records of a background batch that do not fit now: they enter the queue later, in order."""
         for rec in recs:
@@ -194,9 +207,9 @@ class Scheduler:
         if type(rec.key) is IdKey:
             self._index(rec.key)  # so that get_task_status finds it by value
         fut = self._remember(rec)
-        fut.settle_cancelled()  # type: ignore[union-attr]
+        fut.settle_cancelled()
         self._after_end()
-        return fut  # type: ignore[return-value]
+        return fut
 
     # =================================================================== running
     def claim(self, thread: str) -> TaskRecord | None:
@@ -225,12 +238,15 @@ class Scheduler:
         rec.finished_at = end
         self.running -= 1
         del self.busy[thread]
-        if ok:
+        if ok:  # the hot path: _end() written out
             rec.state = SUCCEEDED
             self.succeeded += 1
             if self.events.active:
                 self.events.emit(_SUCCEEDED, rec)
-            self._end(rec)
+            del self.live[rec.key]
+            self._remember(rec)
+            if len(self.live) + len(self.backlog_futures) <= self.inside_waiters:
+                self._after_end()
             fut.settle_result(value)
             if fut.has_callbacks or self.events.inline:
                 return AfterLock(fut, None, None, False)
@@ -337,18 +353,21 @@ class Scheduler:
             if not self.live and not self.backlog_futures and self.on_drained is not None:
                 self.on_drained()
 
-    def _remember(self, rec: TaskRecord) -> TaskFuture | None:
+    def _remember(self, rec: TaskRecord) -> TaskFuture:
         """Keep an ended record in the bounded history; return the future it drops."""
         fut = rec.release()
         key = rec.key
         limit = self.config.history_size
         if limit:
             hist = self.history
+            if key in hist:  # an id used again: the newest goes last
+                del hist[key]
             hist[key] = rec
-            hist.move_to_end(key)
             while len(hist) > limit:
-                self._forget(hist.popitem(last=False)[0])
-        else:
+                old = hist.popitem(last=False)[0]
+                if type(old) is IdKey:
+                    self._forget(old)
+        elif type(key) is IdKey:
             self._forget(key)
         return fut
 

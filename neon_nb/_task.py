@@ -6,6 +6,7 @@ import concurrent.futures._base as _fb
 import enum
 import logging
 import math
+import threading
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -66,6 +67,15 @@ class Task:
 
     def __post_init__(self) -> None:
         tid = self.id
+        # The common task (an int or non-empty str id, a tuple of arguments, no keyword
+        # arguments and no retry overrides) is checked in one expression: a batch of a
+        # million tasks pays for each check.
+        if ((type(tid) is int or (type(tid) is str and tid)) and type(self.args) is tuple
+                and self.kwargs is None and type(self.priority) is int
+                and self.retry_attempts is None and self.retry_delay is None
+                and self.retry_backoff is None and self.retry_on is None
+                and callable(self.function)):
+            return
         if tid is None or (isinstance(tid, (str, bytes)) and not tid):
             raise ValueError(f"Task.id must be a non-empty hashable value, got {tid!r}")
         try:
@@ -178,6 +188,36 @@ class TaskInfo:
         return self.finished_at - self.started_at
 
 
+class _OnFirstUse:
+    """A per-instance attribute made on its first use (a non-data descriptor).
+
+    ``Future.__init__`` makes a Condition (with its RLock) and two lists for
+    every future, though most are never waited on: a third of a future's cost,
+    and most of its memory while its task is queued. The first access stores
+    the value in the instance's ``__dict__`` (``dict.setdefault`` is atomic, so
+    two threads racing get the same object); later accesses find it there.
+    """
+
+    __slots__ = ("factory", "name")
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self.factory = factory
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return obj.__dict__.setdefault(self.name, self.factory())
+
+
+#: The condition of every future that ended before anyone waited on it. Nobody ever waits
+#: on it: a reader who takes it finds the future's state final.
+_SETTLED = threading.Condition()
+
+
 class TaskFuture(Future):
     """The handle `NeonWorker.add_task` returns: a `concurrent.futures.Future`.
 
@@ -195,10 +235,16 @@ class TaskFuture(Future):
     """
 
     __slots__ = ("_canceller", "task_id")
-    _done_callbacks: list[Callable[[Future], object]]  # (the base class's, set by its __init__)
+    # The base class's fields that Future.__init__ would make at once, made on first use.
+    _condition = _OnFirstUse(threading.Condition)
+    _waiters = _OnFirstUse(list)
+    _done_callbacks = _OnFirstUse(list)
 
     def __init__(self, task_id: Hashable = None, canceller: Callable[[Any], bool] | None = None) -> None:
-        super().__init__()
+        # Not Future.__init__ (see _OnFirstUse): the same fields, the rest on first use.
+        self._state = _fb.PENDING
+        self._result = None
+        self._exception = None
         self.task_id = task_id
         self._canceller = canceller
 
@@ -225,19 +271,24 @@ class TaskFuture(Future):
 
     def settle_result(self, result: Any) -> None:
         """The task succeeded with ``result``."""
-        cond = self._condition
+        self._canceller = None
+        # A future nobody has looked at under its condition (result(), wait(): they make
+        # it first) gets the shared _SETTLED condition instead, atomically: a reader then
+        # finds it, and the state it guards is already final.
+        cond = self.__dict__.setdefault("_condition", _SETTLED)
         # The condition's RLock entered in C: Condition.__enter__ is Python code, and this
-        # runs once per task under the worker's lock.
-        with cond._lock:  # type: ignore[attr-defined]  # noqa: SLF001 - the hot path (see above)
+        # runs under the worker's lock.
+        with cond._lock:  # noqa: SLF001 - the hot path (see above)
             self._result = result
             self._state = _fb.FINISHED
-            for waiter in self._waiters:
+            if cond is _SETTLED:
+                return  # nobody waits on it: no waiter, no notification
+            for waiter in self.__dict__.get("_waiters", ()):
                 waiter.add_result(self)
             # notify_all() is Python code; skip it when nobody waits in result().
             # (Checked under the condition: a waiter registers before releasing it.)
-            if cond._waiters:  # type: ignore[attr-defined]  # noqa: SLF001 - the hot path (see above)
+            if cond._waiters:  # noqa: SLF001 - the hot path (see above)
                 cond.notify_all()
-        self._canceller = None
 
     def settle_exception(self, exc: BaseException) -> None:
         """The task failed for good with ``exc``."""
@@ -270,7 +321,7 @@ class TaskFuture(Future):
     @property
     def has_callbacks(self) -> bool:
         """Are done callbacks waiting to run (read under the worker's lock)?"""
-        return bool(self._done_callbacks)
+        return bool(self.__dict__.get("_done_callbacks"))
 
     def run_callbacks(self) -> None:
         """Run the done callbacks, each isolated (the owning worker calls it without its lock)."""
@@ -288,7 +339,7 @@ class TaskFuture(Future):
         # The base class lets a BaseException out of a callback: on a worker thread that
         # killed the thread, and in a worker call it cut the call short. Each callback is
         # isolated here, whatever it raises (SystemExit and KeyboardInterrupt included).
-        for callback in self._done_callbacks:
+        for callback in self.__dict__.get("_done_callbacks", ()):
             self._run_callback(callback)
 
     def _run_callback(self, callback: Callable[[Future], object]) -> None:

@@ -77,6 +77,8 @@ NEON_HOLDS_WORKER_LOCKS = True
 _now = time.monotonic
 _SETTINGS = tuple(f.name for f in fields(WorkerConfig))
 _FULL_FAILURE_LOGS = 10  # final failures of a worker logged at WARNING, before DEBUG
+_OWN_KEYS = frozenset({str, int})  # the usual ids, their own keys (see neon_nb._record)
+_new_attempt = tuple.__new__  # an Attempt without the Python-level __new__ of a NamedTuple
 _worker_names = itertools.count()
 
 
@@ -161,6 +163,7 @@ class NeonWorker:
         self._initializer = None if initializer is None else (initializer, tuple(initargs))
 
         self._phase = Phase.CREATED
+        self._closed = False  # self._phase.closed, read on every submission
         self._paused = False
         self._started_at: float | None = None
         self._shutdown: _Shutdown | None = None
@@ -205,7 +208,7 @@ class NeonWorker:
     def start(self) -> NeonWorker:
         """Start the threads. Idempotent; returns self. Raises if the worker was shut down."""
         with self._lock:
-            if self._phase.closed:
+            if self._closed:
                 raise self._closed_error("start (create a new worker)")
             if self._phase is not Phase.CREATED:
                 return self
@@ -280,8 +283,10 @@ class NeonWorker:
         if type(task) is not Task and not isinstance(task, Task):
             raise TypeError(f"task must be a neon_nb.Task, got {type(task).__name__} {task!r}; "
                             f"use submit(fn, *args) for a plain callable")
-        deadline = deadline_of(block, timeout)
-        return self._add(self._record_for(task, self._key_of(task.id)), deadline)
+        deadline = None if block is True and timeout is None else deadline_of(block, timeout)
+        tid = task.id
+        return self._add(self._record_for(task, tid if type(tid) in _OWN_KEYS else self._key_of(tid)),
+                         deadline)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, priority: int = 0,
                task_id: Hashable | None = None, **kwargs: Any) -> TaskFuture:
@@ -299,7 +304,7 @@ class NeonWorker:
             task_id = key = f"task-{next(self._auto_ids)}"
         else:
             Task(task_id, fn)  # validates the id
-            key = self._key_of(task_id)
+            key = task_id if type(task_id) in _OWN_KEYS else self._key_of(task_id)
         if self._check_task is not None:
             self._check_task(task_id, fn, args, kwargs or None)
         rec = TaskRecord(key, task_id, fn, args, kwargs or None, priority,
@@ -373,8 +378,12 @@ class NeonWorker:
         """A new record (and future) for ``task``; checked by the backend first."""
         if self._check_task is not None:
             self._check_task(task.id, task.function, task.args, task.kwargs)
-        return TaskRecord(key, task.id, task.function, task.args, task.kwargs, task.priority,
-                          TaskFuture(task.id, self._cancel_future), RetryOverrides.of(task))
+        tid = task.id
+        retry = None if (task.retry_attempts is None and task.retry_delay is None
+                         and task.retry_backoff is None and task.retry_on is None) \
+            else RetryOverrides.of(task)
+        return TaskRecord(key, tid, task.function, task.args, task.kwargs, task.priority,
+                          TaskFuture(tid, self._cancel_future), retry)
 
     def _records_for_batch(self, tasks: list[Task]) -> list[TaskRecord]:
         seen: set[Hashable] = set()
@@ -397,7 +406,8 @@ class NeonWorker:
         # Plain ids are their own keys. For others, hashing and comparing run user code:
         # both happen here, on the calling thread, with the lock released (it is taken
         # once, only to read the candidates with the same hash).
-        keys: list[Hashable | None] = [tid if is_plain_id(tid) else None for tid in ids]
+        keys: list[Hashable | None] = [tid if type(tid) in _OWN_KEYS or is_plain_id(tid) else None
+                                       for tid in ids]
         hashes = {i: hash(tid) for i, tid in enumerate(ids) if keys[i] is None}
         if not hashes:
             return keys  # every id is plain
@@ -411,21 +421,27 @@ class NeonWorker:
     # --- queueing -----------------------------------------------------------------
     def _add(self, rec: TaskRecord, deadline: float | None) -> TaskFuture:
         fut = rec.future  # (the record drops it when the task ends)
-        self._start_on_first_task()
+        if self._phase is Phase.CREATED:
+            self._start_on_first_task()
+        sched = self._sched
         with self._lock:
-            refusal = self._admit(rec, deadline)
+            size = self._config.queue_size
+            if not self._closed and rec.key not in sched.live and (not size or len(sched.queue) < size):
+                refusal = None  # the common case, decided at once
+            else:
+                refusal = self._admit(rec, deadline)
             if refusal is None:
-                self._sched.enqueue((rec,))
+                sched.enqueue_one(rec)
         if refusal is not None:
             raise self._refusal_error(refusal, rec)
-        self._pool.wake(Token.ITEM)
+        self._pool.tokens.put(Token.ITEM)
         if self._events.inline:
             self._events.pump_inline()
         return fut
 
     def _admit(self, rec: TaskRecord, deadline: float | None) -> Refusal | None:
         """Why ``rec`` cannot be queued now (after waiting for room), or None. Lock held."""
-        if self._phase.closed:
+        if self._closed:
             return Refusal("closed")
         refusal = self._sched.refusal(rec)
         if refusal is None and not self._sched.has_room():
@@ -443,7 +459,7 @@ class NeonWorker:
         lent = self._lend()
         try:
             while True:
-                if self._phase.closed:
+                if self._closed:
                     return Refusal("closed_while_waiting")
                 if sched.has_room():
                     return None
@@ -481,7 +497,7 @@ class NeonWorker:
         Returns (how many were queued, how many of those already have their
         wake-up token, the refusal that stopped it or None, the record it stopped at).
         """
-        if self._phase.closed:
+        if self._closed:
             return 0, 0, Refusal("closed"), None
         sched = self._sched
         dup = next((r for r in recs if r.key in sched.live), None)
@@ -540,7 +556,7 @@ class NeonWorker:
     def _queue_or_backlog(self, recs: list[TaskRecord]) -> tuple[Refusal | None, TaskRecord, int]:
         """Queue what fits of a background batch, the rest waits in the backlog (lock held)."""
         sched = self._sched
-        if self._phase.closed:
+        if self._closed:
             return Refusal("closed"), recs[0], 0
         dup = next((r for r in recs if r.key in sched.live), None)
         if dup is not None:
@@ -569,7 +585,7 @@ class NeonWorker:
         """Wait for room in the queue (lock held): how much, or 0 when the backlog is done."""
         sched = self._sched
         while True:
-            if self._phase.closed or not sched.backlog_futures:
+            if self._closed or not sched.backlog_futures:
                 return 0
             size = self._config.queue_size
             room = len(sched.backlog) if not size else size - len(sched.queue)
@@ -698,13 +714,14 @@ class NeonWorker:
             else:
                 value = call(rec.fn, rec.args, rec.kwargs or {})
         except BaseException as exc:
-            return Attempt(rec, False, exc, _now(), self._retryable(rec, exc), describe_error(exc))
+            return _new_attempt(Attempt, (rec, False, exc, _now(), self._retryable(rec, exc),
+                                          describe_error(exc)))
         end = _now()
         pending = self._sched.metrics
         if pending is not None:  # deque.append is atomic: no need to hold the lock for it
             pending.append((rec.id, rec.thread, rec.enqueued_at, rec.started_at, end,
                             rec.submitted_at, OUTCOME_SUCCEEDED, rec.attempts))
-        return Attempt(rec, True, value, end, False, None)
+        return _new_attempt(Attempt, (rec, True, value, end, False, None))
 
     def _retryable(self, rec: TaskRecord, exc: BaseException) -> bool:
         try:
@@ -933,7 +950,7 @@ class NeonWorker:
     def pause(self) -> None:
         """Stop starting new tasks; running ones finish. Submissions are still accepted."""
         with self._lock:
-            if self._paused or self._phase.closed:
+            if self._paused or self._closed:
                 return  # a shutdown drains the queue: pausing it then would stall it
             self._paused = True
             self._events.emit(EventKind.WORKER_PAUSED)
@@ -1054,8 +1071,8 @@ class NeonWorker:
             timeout = self._config.shutdown_timeout
         check_timeout("timeout", timeout)
         seconds: float | None = timeout  # checked just above
-        t_begin = _now()
         with self._lock:
+            t_begin = _now()  # the bound counts from when the shutdown can start
             first = self._shutdown is None
             never_started = first and self._begin_shutdown(t_begin, seconds, cancel_pending)
             withdrawn = self._sched.withdraw_backlog() if first else []
@@ -1080,6 +1097,7 @@ class NeonWorker:
         never_started = self._phase is Phase.CREATED
         self._phase = Phase.STOPPING if never_started else (
             Phase.FINAL if cancel_pending else Phase.DRAINING)
+        self._closed = True
         self._shutdown = _Shutdown(started_at=t_begin)
         sched = self._sched
         sched.cancelled_ids = []
@@ -1288,6 +1306,7 @@ class NeonWorker:
         sched.backlog_futures.clear()
         sched.room_waiters = sched.inside_waiters = 0
         self._phase = Phase.STOPPED
+        self._closed = True
         shutdown = self._shutdown = self._shutdown or _Shutdown(started_at=_now())
         shutdown.done = threading.Event()
         if shutdown.report is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import concurrent.futures._base as fb
 import math
+import sys
 import threading
 
 import pytest
@@ -182,3 +183,43 @@ def test_owned_future_cancel_goes_through_the_canceller():
     assert fut.cancel() is False
     assert calls == [fut]
     assert not fut.cancelled()
+
+
+def test_waiters_racing_with_the_worker_are_always_woken():
+    # A TaskFuture makes its condition only when someone waits: result(), wait() and
+    # as_completed() racing with the worker's settle_result must all be woken.
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(150):
+            futs = [TaskFuture(i) for i in range(12)]
+            start = threading.Barrier(4, timeout=10)
+            got: dict = {}
+
+            def settle(futs=futs, start=start):
+                start.wait()
+                for f in futs:
+                    f.settle_result(f.task_id)
+
+            def by_result(futs=futs, start=start, got=got):
+                start.wait()
+                got["result"] = [f.result(timeout=10) for f in futs]
+
+            def by_wait(futs=futs, start=start, got=got):
+                start.wait()
+                got["wait"] = len(cf.wait(futs, timeout=10).done)
+
+            def by_as_completed(futs=futs, start=start, got=got):
+                start.wait()
+                got["as_completed"] = sorted(f.result() for f in cf.as_completed(futs, timeout=10))
+
+            threads = [threading.Thread(target=t) for t in (settle, by_result, by_wait,
+                                                             by_as_completed)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(15)
+            assert got == {"result": list(range(12)), "wait": 12,
+                           "as_completed": list(range(12))}
+    finally:
+        sys.setswitchinterval(old)
