@@ -1,4 +1,4 @@
-"""notebooks/03_live_dashboard.ipynb in JupyterLab and in Notebook 7, in Debian's headless Chromium.
+"""notebooks/A1_live_dashboard.ipynb in JupyterLab and in Notebook 7, in Debian's headless Chromium.
 
 The test runs all cells of a *temporary copy* of the notebook, served by an isolated JupyterLab:
 
@@ -33,7 +33,7 @@ from .conftest import ARTIFACTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
-NOTEBOOK = "03_live_dashboard.ipynb"
+NOTEBOOK = "A1_live_dashboard.ipynb"
 # The notebook's own table ("What the run shows"), from its seeded batches; its last cell prints
 # the same numbers next to Batch.expected().
 EXPECTED = {"submitted": 300, "succeeded": 293, "failed": 7, "cancelled": 0, "retried": 14}

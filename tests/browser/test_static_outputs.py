@@ -51,7 +51,7 @@ def open_offline(context: Any, path) -> tuple[Any, list[str]]:
 
 def test_nbconvert_html_shows_the_final_dashboard_picture(lab_browser, tmp_path) -> None:
     source = tmp_path / "dashboard.ipynb"
-    shutil.copy(NOTEBOOKS / "03_live_dashboard.ipynb", source)
+    shutil.copy(NOTEBOOKS / "A1_live_dashboard.ipynb", source)
     python = _venv_python()
     env = _isolated_env(tmp_path / "env", python)
     done = subprocess.run(
