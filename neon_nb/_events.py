@@ -351,6 +351,7 @@ class Subscription:
         self._done_upto = 0  # every event below this seq has been through the callback
         self._flushed = threading.Condition()
         self._urgent = False  # a flush() asked to skip the rate limit once
+        self._poked = False  # poke(): the next delivery calls back even with nothing new
         self._deferred = False  # inline: a delivery is waiting for the rate limit
         self._closed = False
         self._cancelled = False
@@ -514,7 +515,10 @@ class Subscription:
         return True
 
     def _deliver_once_locked(self) -> None:
+        poked, self._poked = self._poked, False
         batch, upto = self._take()
+        if batch is None and poked:
+            batch = EventBatch((), 0)
         try:
             if batch is not None:
                 self._call(batch)
@@ -585,6 +589,33 @@ class Subscription:
         except RuntimeError:
             return False
         return True
+
+    def poke(self) -> None:
+        """Have the callback called soon, with an empty batch if no event is new. Thread-safe.
+
+        For a subscriber that acts on its own schedule (a display redrawn on request):
+        the call comes the usual way (its thread, its loop; inline: now, on the calling
+        thread), within ``max_rate_hz``.
+        """
+        if self._closed:
+            return
+        self._poked = True
+        if self.mode == "thread":
+            self._wake.put(None)
+        elif self.mode == "loop":
+            self._request_delivery()
+        else:
+            self._pump_poked()
+
+    def _pump_poked(self) -> None:
+        if not self._deliver_lock.acquire(blocking=False):
+            return  # a delivery in progress: it or the next one sees the flag
+        self._delivering = threading.get_ident()
+        try:
+            self._deliver_once_locked()
+        finally:
+            self._delivering = None
+            self._deliver_lock.release()
 
     # --- lifecycle --------------------------------------------------------------
     def _close(self, *, drain: bool) -> None:

@@ -507,3 +507,20 @@ def test_a_second_subscriber_is_woken_while_the_first_is_still_armed(make_worker
     w.subscribe(lambda batch: seen.set() if any(e.kind is SUCCEEDED for e in batch) else None)
     w.submit(noop).result(WAIT)
     assert seen.wait(2.0)
+
+
+@pytest.mark.parametrize("on", ["thread", "inline", "loop"])
+def test_poke_calls_back_even_with_nothing_new(make_worker, request, on):
+    w = make_worker(max_workers=1)
+    got: list[int] = []
+    called = threading.Event()
+
+    def callback(batch):
+        got.append(len(batch))
+        called.set()
+
+    sub = w.subscribe(callback, on=_on(request, on))
+    sub.poke()
+    assert called.wait(WAIT)
+    assert got == [0]  # one call, an empty batch: nothing was emitted
+    sub.cancel()

@@ -195,8 +195,8 @@ class Dashboard(WidgetView):
 
         # Shared with any thread: a request for a full refresh, and its completion.
         self._done = threading.Condition()
-        self._full_renders = 0
         self._force = False
+        self._full_renders = 0  # forced renders done (refresh() waits for the next one)
         self._closed = False
         self._wake = threading.Event()  # interrupts the owner's wait for the plots
         self._mirroring = threading.local()  # set while the owner writes a control's value
@@ -533,32 +533,42 @@ class Dashboard(WidgetView):
             self._render(force=True)
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._closed:
+            return True
+        if sub is None or not sub.active:
+            # No owner any more (or ever): wait for its last delivery; then the render
+            # lock makes this thread the owner for one render, which sends the picture
+            # again (a notebook runner keeps only what arrives while a cell runs: the
+            # final picture, sent between two cells, may have been lost).
+            if sub is not None:
+                sub.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            with self._render_lock:
+                self._render(force=True)
+                self._send_picture()
+            return True
         with self._done:
-            if self._closed or self._up_to_date():
+            if self._up_to_date():
                 return True
             self._force = True
             target = self._full_renders + 1
-        self._wake.set()
-        if sub is None or not sub.active:
-            # No owner any more (or ever): wait for its last delivery, then the lock
-            # makes this thread the owner for one render.
-            if sub is not None:
-                sub.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            if not self._up_to_date():
-                self._render(force=True)
-            return True
+        self._wake.set()  # an owner waiting for its plots draws them now
+        sub.poke()  # an owner idle between events (a long task, nothing else) comes too
         return self._wait_rendered(target, deadline)
 
     def _wait_rendered(self, target: int, deadline: float | None) -> bool:
         with self._done:
             while self._full_renders < target and not self._closed:
-                if self._up_to_date():
-                    return True
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
                 self._done.wait(left)
         return True
+
+    def _send_picture(self) -> None:
+        """The current picture again, to the running cell too (under the render lock)."""
+        picture, png = self.picture, self._picture_png
+        if picture is not None and picture.shown and png is not None:
+            picture.update(png, self._picture_text(self._worker.get_status()))
 
     @property
     def closed(self) -> bool:

@@ -19,6 +19,7 @@ from neon_nb.batch import Batch
 from neon_nb.widgets import Dashboard
 from neon_nb.widgets.view import widget_tree
 
+from ..conftest import wait_until
 from .helpers import WAIT, frontend_sets, on_thread, wait_for_trait
 
 
@@ -317,3 +318,23 @@ def test_close_is_idempotent_and_stops_updates(make_worker, comms):
     assert worker.wait_for_completion(WAIT)
     assert dash.refresh(WAIT)
     assert comms.updates_since(mark) == []
+
+
+def test_refresh_returns_while_a_long_task_runs_and_nothing_else_happens(make_worker, dashboards,
+                                                                          gate):
+    # The owner thread runs only when events come; with one long task running and nothing
+    # else happening none comes, and refresh() once waited its whole timeout in vain.
+    worker = make_worker(max_workers=2)
+    dash = dashboards(worker)
+    started = threading.Event()
+    worker.submit(lambda: (started.set(), gate.wait(WAIT)))
+    worker.submit(sum, [1]).result(timeout=WAIT)
+    assert started.wait(WAIT)
+    # The owner has drawn every event and gone idle, its plots behind (the plot budget
+    # holds them back while a task runs): nothing will bring it back by itself.
+    assert wait_until(lambda: dash._drawn_status == tuple(
+        worker.get_status()[k] for k in dashboard_module._STATUS_KEYS) and dash._plots_behind)
+    assert dash.refresh(timeout=2.0) is True  # before: False, after the whole timeout
+    status = worker.get_status()
+    assert dash.progress_label.value == f"1 / {status['submitted_tasks']} finished"
+    assert dash.plot_renders >= 1 and not dash._plots_behind

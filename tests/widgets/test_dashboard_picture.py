@@ -266,3 +266,23 @@ def test_nbclient_saves_the_final_picture_and_nbconvert_embeds_it(tmp_path) -> N
     assert png_info(base64.b64decode(picture.data["image/png"]))[1] == FINAL_TEXT
     html, _ = HTMLExporter().from_notebook_node(nb)
     assert f'src="data:image/png;base64,{picture.data["image/png"]}' in html.replace("\n", "")
+
+
+
+def test_refresh_sends_the_picture_again_to_the_running_cell(make_worker, dashboards,
+                                                             publisher) -> None:
+    # A notebook runner keeps only what arrives while a cell runs: the final picture, sent
+    # by the owner between two cells, could be lost for good. refresh() sends it again.
+    w = make_worker(max_workers=2, name="again")
+    d = dashboards(w)
+    d.picture.show(d.picture_png, d.picture_text())  # displayed in cell A
+    w.submit(sum, [1]).result(timeout=WAIT)
+    w.shutdown(timeout=WAIT)
+    assert d.refresh(WAIT)
+    publisher.parent_header = {"msg_id": "cell-Z"}  # a later cell runs
+    publisher.session.sent.clear()
+    assert d.refresh(WAIT)
+    sent = [(parent, content["data"]["text/plain"])
+            for kind, content, parent, _ in publisher.session.sent if kind == "update_display_data"]
+    assert ("cell-Z", "neon_nb dashboard of worker 'again': stopped; 1 submitted, 1 succeeded, "
+                      "0 failed, 0 cancelled, 0 retried") in sent
