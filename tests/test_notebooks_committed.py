@@ -55,3 +55,13 @@ def test_checked_cells_have_stored_output_and_no_cell_failed(path: Path) -> None
 def test_every_lesson_shows_a_picture_from_its_run(path: Path) -> None:
     pngs = sum("image/png" in o.get("data", {}) for c in _code_cells(path) for o in c["outputs"])
     assert pngs >= 1, f"{path.name}: no picture among its stored outputs"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_a_saved_dashboard_shows_its_workers_final_state(path: Path) -> None:
+    """A dashboard's picture (what GitHub and nbconvert show) is of the worker once stopped."""
+    for cell in _code_cells(path):
+        for out in cell["outputs"]:
+            text = "".join(out.get("data", {}).get("text/plain", ""))
+            if "image/png" in out.get("data", {}) and text.startswith("neon_nb dashboard of worker"):
+                assert ": stopped;" in text, f"{path.name}: a saved dashboard picture is stale: {text}"
