@@ -247,8 +247,7 @@ class Scheduler:
             self._remember(rec)
             if len(self.live) + len(self.backlog_futures) <= self.inside_waiters:
                 self._after_end()
-            fut.settle_result(value)
-            if fut.has_callbacks or self.events.inline:
+            if fut.settle_result(value) or self.events.inline:
                 return AfterLock(fut, None, None, False)
             return QUIET
         rec.error = error

@@ -248,6 +248,14 @@ class TaskFuture(Future):
         self.task_id = task_id
         self._canceller = canceller
 
+    def result(self, timeout: float | None = None) -> Any:
+        """As `concurrent.futures.Future.result`; a success is returned without any lock."""
+        # A successful future's state and result never change again, and the result was
+        # stored before the state: reading the state first is enough.
+        if self._state == _fb.FINISHED and self._exception is None:
+            return self._result
+        return super().result(timeout)
+
     def cancel(self) -> bool:
         """Withdraw the task if it has not started; False if it runs or has ended. Thread-safe."""
         canceller = self._canceller
@@ -269,8 +277,8 @@ class TaskFuture(Future):
         # future's own condition is not needed.
         self._state = _fb.RUNNING
 
-    def settle_result(self, result: Any) -> None:
-        """The task succeeded with ``result``."""
+    def settle_result(self, result: Any) -> bool:
+        """The task succeeded with ``result``; True if done callbacks wait to run."""
         self._canceller = None
         # A future nobody has looked at under its condition (result(), wait(): they make
         # it first) gets the shared _SETTLED condition instead, atomically: a reader then
@@ -282,13 +290,14 @@ class TaskFuture(Future):
             self._result = result
             self._state = _fb.FINISHED
             if cond is _SETTLED:
-                return  # nobody waits on it: no waiter, no notification
+                return False  # nobody has looked at it: no waiter, no callback, no notification
             for waiter in self.__dict__.get("_waiters", ()):
                 waiter.add_result(self)
             # notify_all() is Python code; skip it when nobody waits in result().
             # (Checked under the condition: a waiter registers before releasing it.)
             if cond._waiters:  # noqa: SLF001 - the hot path (see above)
                 cond.notify_all()
+        return bool(self.__dict__.get("_done_callbacks"))
 
     def settle_exception(self, exc: BaseException) -> None:
         """The task failed for good with ``exc``."""

@@ -54,6 +54,8 @@ from ._errors import (
     WorkerShutdownError,
 )
 from ._events import DeliverOn, EventBatch, EventKind, EventLog, Subscription
+from ._locking import Held
+from ._locking import acquire as acquire_yielding
 from ._metrics import OUTCOME_SUCCEEDED, Metrics
 from ._monitor import Monitor, MonitorLinks
 from ._pool import ThreadPool, Token
@@ -198,6 +200,7 @@ class NeonWorker:
         _exit.after_fork(self._after_fork_in_child)
 
     def _new_conditions(self) -> None:
+        self._held = Held(self._lock)  # `with self._held:` takes the lock without convoys
         self._all_done = threading.Condition(self._lock)
         self._room = threading.Condition(self._lock)
         self._resumed = threading.Condition(self._lock)
@@ -207,13 +210,13 @@ class NeonWorker:
     # ================================================================ lifecycle
     def start(self) -> NeonWorker:
         """Start the threads. Idempotent; returns self. Raises if the worker was shut down."""
-        with self._lock:
+        with self._held:
             if self._closed:
                 raise self._closed_error("start (create a new worker)")
             if self._phase is not Phase.CREATED:
                 return self
         self._backend.start(self)  # may raise a clear error (e.g. unreachable scheduler)
-        with self._lock:
+        with self._held:
             if self._phase is not Phase.CREATED:
                 return self
             self._phase = Phase.RUNNING
@@ -342,7 +345,7 @@ class NeonWorker:
         self._start_on_first_task()
         if background:
             return self._add_in_background(recs, futures, tasks)
-        with self._lock:
+        with self._held:
             done, woken, refusal, culprit = self._enqueue_batch(recs, deadline)
         self._pool.wake(Token.ITEM, done - woken)
         if done and self._events.inline:
@@ -411,7 +414,7 @@ class NeonWorker:
         hashes = {i: hash(tid) for i, tid in enumerate(ids) if keys[i] is None}
         if not hashes:
             return keys  # every id is plain
-        with self._lock:
+        with self._held:
             known = self._sched.candidates(set(hashes.values()))
         for i, h in hashes.items():
             tid = ids[i]
@@ -424,7 +427,10 @@ class NeonWorker:
         if self._phase is Phase.CREATED:
             self._start_on_first_task()
         sched = self._sched
-        with self._lock:
+        lock = self._lock
+        if not lock.acquire(False):
+            acquire_yielding(lock)
+        try:
             size = self._config.queue_size
             if not self._closed and rec.key not in sched.live and (not size or len(sched.queue) < size):
                 refusal = None  # the common case, decided at once
@@ -432,6 +438,8 @@ class NeonWorker:
                 refusal = self._admit(rec, deadline)
             if refusal is None:
                 sched.enqueue_one(rec)
+        finally:
+            lock.release()
         if refusal is not None:
             raise self._refusal_error(refusal, rec)
         self._pool.tokens.put(Token.ITEM)
@@ -539,7 +547,7 @@ class NeonWorker:
     def _add_in_background(self, recs: list[TaskRecord], futures: list[TaskFuture],
                            tasks: list[Task]) -> list[TaskFuture]:
         feeder = None
-        with self._lock:
+        with self._held:
             refusal, culprit, done = self._queue_or_backlog(recs)
             if refusal is None and self._sched.backlog_futures and self._feeder is None:
                 feeder = self._feeder = threading.Thread(
@@ -571,7 +579,7 @@ class NeonWorker:
     def _feed(self) -> None:
         """The feeder thread: backlog records enter the queue, in order, as room frees."""
         while True:
-            with self._lock:
+            with self._held:
                 room = self._room_for_backlog()
                 if not room:
                     self._feeder = None
@@ -607,7 +615,7 @@ class NeonWorker:
             self._work(name)
         except BaseException:  # a bug in the loop itself
             logger.exception("worker thread %s died; the monitor will replace it", name)
-            with self._lock:
+            with self._held:
                 self._pool.crashed.add(name)
                 self._wakeup.notify()
             raise
@@ -620,7 +628,7 @@ class NeonWorker:
             # As ThreadPoolExecutor: a failed initializer breaks the pool.
             logger.exception("initializer of %s failed; the worker is shut down and its queued "
                              "tasks cancelled", name)
-            with self._lock:
+            with self._held:
                 self._pool.leave(name)
             self.shutdown(timeout=0, cancel_pending=True, wait=False)
             return False
@@ -636,11 +644,11 @@ class NeonWorker:
         releases the lock, runs it, and only then claims: done callbacks run between two
         tasks, never while this thread holds a task it has not started.
         """
-        tokens = self._pool.tokens
+        pool = self._pool
+        tokens = pool.tokens
         get, get_nowait = tokens.get, tokens.get_nowait
-        lock = self._lock
-        sched = self._sched
-        record, claim = sched.record, sched.claim
+        record_and_claim = self._record_and_claim
+        events = self._events
         done: Attempt | None = None  # the finished attempt not yet recorded
         while True:
             if done is None:
@@ -653,28 +661,38 @@ class NeonWorker:
                     done = None
                     continue
             rec: TaskRecord | None = None
-            if token is not Token.ITEM or self._paused or self._pool.retire:
+            if token is not Token.ITEM or self._paused or pool.retire:
                 # Rare transitions take the slow path, with the finished attempt recorded first.
                 rec, leave = self._control(token, name, done)
                 done = None
                 if leave:
                     return
             else:
-                with lock:
-                    after = QUIET if done is None else record(done, name)
-                    if not after.quiet or self._paused or self._pool.retire:
-                        tokens.put(token)  # claimed after the follow-up, or kept for another
-                    else:
-                        rec = claim(name)
+                after, rec = record_and_claim(done, name, token)
                 done = None
                 if not after.quiet:
                     self._follow_up(after)
-                elif self._events.inline:
-                    self._events.pump_inline()
+                elif events.inline:
+                    events.pump_inline()
                 after = QUIET  # no reference to the last result while this thread blocks
             if rec is not None:
                 done = self._execute(rec)
                 rec = None
+
+    def _record_and_claim(self, done: Attempt | None, name: str,
+                          token: Token) -> tuple[AfterLock, TaskRecord | None]:
+        """Record ``done`` and claim the next task, in one critical section (see `_work`)."""
+        lock = self._lock
+        if not lock.acquire(False):
+            acquire_yielding(lock)  # (no lock convoy: see neon_nb._locking)
+        try:
+            after = QUIET if done is None else self._sched.record(done, name)
+            if not after.quiet or self._paused or self._pool.retire:
+                self._pool.tokens.put(token)  # claimed after the follow-up, or kept for another
+                return after, None
+            return after, self._sched.claim(name)
+        finally:
+            lock.release()
 
     def _control(self, token: Token, name: str,
                  done: Attempt | None) -> tuple[TaskRecord | None, bool]:
@@ -682,7 +700,7 @@ class NeonWorker:
         if done is not None:
             self._follow_up(self._record(done, name))
         pool = self._pool
-        with self._lock:
+        with self._held:
             if token is Token.STOP:
                 pool.leave(name)
                 return None, True
@@ -739,7 +757,7 @@ class NeonWorker:
             return False
 
     def _record(self, done: Attempt, name: str) -> AfterLock:
-        with self._lock:
+        with self._held:
             return self._sched.record(done, name)
 
     def _follow_up(self, after: AfterLock) -> None:
@@ -805,7 +823,7 @@ class NeonWorker:
         """Cancel a queued task (or one waiting for a retry). False if it is running or done."""
         check_hashable("task_id", task_id)
         key = self._key_of(task_id)
-        with self._lock:
+        with self._held:
             rec = self._sched.live.get(key)
             fut = None if rec is None else self._sched.cancel(rec)
             if fut is None and rec is None:
@@ -822,7 +840,7 @@ class NeonWorker:
     def _cancel_future(self, fut: TaskFuture) -> bool:
         # TaskFuture.cancel() lands here: withdraw the task if it has not started.
         key = self._key_of(fut.task_id)
-        with self._lock:
+        with self._held:
             if fut.cancelled():
                 return True
             sched = self._sched
@@ -847,7 +865,7 @@ class NeonWorker:
 
         Running tasks go on.
         """
-        with self._lock:
+        with self._held:
             futures = self._sched.cancel_pending()
         self._after_cancel(futures)
         return len(futures)
@@ -855,7 +873,7 @@ class NeonWorker:
     # ================================================================= status
     def statistics(self) -> WorkerStatistics:
         """A frozen, consistent snapshot of the worker's counts (taken under its lock)."""
-        with self._lock:
+        with self._held:
             return self._statistics_locked()
 
     def _statistics_locked(self) -> WorkerStatistics:
@@ -895,7 +913,7 @@ class NeonWorker:
         """
         check_hashable("task_id", task_id)
         key = self._key_of(task_id)
-        with self._lock:
+        with self._held:
             rec = self._sched.find(key)
             info = None if rec is None else rec.info()
             history_size = self._config.history_size
@@ -907,7 +925,7 @@ class NeonWorker:
     def tasks(self, state: TaskState | str | None = None) -> list[TaskInfo]:
         """Status of live and remembered tasks, in submission order, optionally of one state."""
         want = None if state is None else TaskState(state)
-        with self._lock:
+        with self._held:
             return self._sched.infos(want)
 
     def _in_task(self) -> bool:
@@ -924,7 +942,7 @@ class NeonWorker:
         so the pool keeps running queued tasks.
         """
         deadline = deadline_of(True, timeout)
-        with self._lock:
+        with self._held:
             return self._wait_idle(deadline)
 
     def _wait_idle(self, deadline: float | None) -> bool:
@@ -949,7 +967,7 @@ class NeonWorker:
     # ================================================================ control
     def pause(self) -> None:
         """Stop starting new tasks; running ones finish. Submissions are still accepted."""
-        with self._lock:
+        with self._held:
             if self._paused or self._closed:
                 return  # a shutdown drains the queue: pausing it then would stall it
             self._paused = True
@@ -958,7 +976,7 @@ class NeonWorker:
 
     def resume(self) -> None:
         """Start dispatching queued tasks again."""
-        with self._lock:
+        with self._held:
             if not self._paused:
                 return
             self._paused = False
@@ -973,7 +991,7 @@ class NeonWorker:
     def configure(self, **changes: Any) -> WorkerConfig:
         """Change this worker's settings (all or nothing) and pin them against `update_config`."""
         self._config.replace(**changes)  # validate first: raises ConfigError naming the key
-        with self._lock:
+        with self._held:
             self._pinned = self._pinned | frozenset(changes)
         return self._apply_config(changes)
 
@@ -988,7 +1006,7 @@ class NeonWorker:
         """Apply ``changes`` (None: follow the global settings for the keys not pinned)."""
         # The new snapshot is derived from the current one under the lock, so
         # concurrent configure() calls never lose each other's changes.
-        with self._lock:
+        with self._held:
             old = self._config
             if changes is None:
                 changes = self._global_changes(old)
@@ -1038,11 +1056,11 @@ class NeonWorker:
         return self.metrics if self._sched.metrics is not None else None
 
     def _running_spans(self) -> list[tuple[str, float]]:
-        with self._lock:
+        with self._held:
             return self._sched.running_spans()
 
     def _thread_names(self) -> list[str]:
-        with self._lock:
+        with self._held:
             return sorted(self._pool.threads)
 
     # ================================================================ shutdown
@@ -1071,7 +1089,7 @@ class NeonWorker:
             timeout = self._config.shutdown_timeout
         check_timeout("timeout", timeout)
         seconds: float | None = timeout  # checked just above
-        with self._lock:
+        with self._held:
             t_begin = _now()  # the bound counts from when the shutdown can start
             first = self._shutdown is None
             never_started = first and self._begin_shutdown(t_begin, seconds, cancel_pending)
@@ -1118,25 +1136,25 @@ class NeonWorker:
         if inside:
             return self._wait_for_the_others(t_begin, timeout)
         shutdown: _Shutdown = self._shutdown  # type: ignore[assignment]  # set by the first call
-        with self._lock:
+        with self._held:
             # The call that owned the shutdown was interrupted (Ctrl-C during its wait):
             # this one takes over, or the worker would stay half shut down.
             take_over = not shutdown.owned and not shutdown.done.is_set()
             shutdown.owned = True
         if take_over:
             return self._complete_shutdown_owned(t_begin, timeout)
-        with self._lock:
+        with self._held:
             lent = self._lend()
         try:
             left = None if timeout is None else max(0.0, t_begin + timeout - _now())
             done = shutdown.done.wait(_bounded(left))
         finally:
-            with self._lock:
+            with self._held:
                 self._unlend(lent)
         return shutdown.report if done and shutdown.report else self._progress_report(timeout)
 
     def _wait_for_the_others(self, t_begin: float, timeout: float | None) -> ShutdownReport:
-        with self._lock:
+        with self._held:
             self._wait_idle(None if timeout is None else t_begin + timeout)
         return self._progress_report(timeout, caller=threading.current_thread().name)
 
@@ -1144,12 +1162,12 @@ class NeonWorker:
         try:
             return self._complete_shutdown(t_begin, timeout)
         except BaseException:  # KeyboardInterrupt: let a later call finish the job
-            with self._lock:
+            with self._held:
                 self._shutdown.owned = False  # type: ignore[union-attr]
             raise
 
     def _complete_shutdown(self, t_begin: float, timeout: float | None) -> ShutdownReport:
-        with self._lock:
+        with self._held:
             idle = self._wait_idle(None if timeout is None else t_begin + timeout)
             if not idle:
                 # The last window: from this critical section on, nothing pending starts
@@ -1173,7 +1191,7 @@ class NeonWorker:
             return None if deadline is None else max(0.0, deadline - _now())
 
         me = threading.current_thread()
-        with self._lock:
+        with self._held:
             self._stop_threads()
             abandoned = self._sched.running_ids()
             threads = self._pool.idle_threads(self._sched.busy, but=me)
@@ -1181,7 +1199,7 @@ class NeonWorker:
             if t.ident:
                 t.join(_bounded(left()))
         self._backend.stop(self, timeout=left())
-        with self._lock:
+        with self._held:
             shutdown: _Shutdown = self._shutdown  # type: ignore[assignment]
             if shutdown.report is not None:
                 return shutdown.report
@@ -1227,7 +1245,7 @@ class NeonWorker:
         not "abandoned": the shutdown completes when it returns); then ``clean``
         says whether every other task is done.
         """
-        with self._lock:
+        with self._held:
             s = self._sched
             started = self._shutdown.started_at if self._shutdown else _now()
             running = s.running_ids(but=caller)
@@ -1263,7 +1281,7 @@ class NeonWorker:
         return self._monitor.check_health()
 
     def _kick_monitor(self) -> None:
-        with self._lock:
+        with self._held:
             self._wakeup.notify()
 
     # ================================================================= events
