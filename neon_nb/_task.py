@@ -216,6 +216,7 @@ class _OnFirstUse:
 #: The condition of every future that ended before anyone waited on it. Nobody ever waits
 #: on it: a reader who takes it finds the future's state final.
 _SETTLED = threading.Condition()
+_SETTLED_LOCK = _SETTLED._lock  # type: ignore[attr-defined]  # noqa: SLF001 - entered in C on the hot path
 
 
 class TaskFuture(Future):
@@ -280,17 +281,24 @@ class TaskFuture(Future):
     def settle_result(self, result: Any) -> bool:
         """The task succeeded with ``result``; True if done callbacks wait to run."""
         self._canceller = None
-        # A future nobody has looked at under its condition (result(), wait(): they make
-        # it first) gets the shared _SETTLED condition instead, atomically: a reader then
-        # finds it, and the state it guards is already final.
-        cond = self.__dict__.setdefault("_condition", _SETTLED)
-        # The condition's RLock entered in C: Condition.__enter__ is Python code, and this
-        # runs under the worker's lock.
+        d = self.__dict__
+        cond = d.get("_condition")
+        if cond is None:
+            # Nobody has looked at this future under its condition (result() and wait()
+            # make it first): it gets the shared _SETTLED condition instead. Installed and
+            # made final in one critical section of _SETTLED, so that a reader who finds
+            # _SETTLED finds the state final (never waits on it).
+            with _SETTLED_LOCK:
+                cond = d.setdefault("_condition", _SETTLED)
+                if cond is _SETTLED:
+                    self._result = result
+                    self._state = _fb.FINISHED
+                    return False  # no waiter, no callback, no notification
+        # A reader made the condition: the usual way. Its RLock entered in C:
+        # Condition.__enter__ is Python code, and this runs under the worker's lock.
         with cond._lock:  # noqa: SLF001 - the hot path (see above)
             self._result = result
             self._state = _fb.FINISHED
-            if cond is _SETTLED:
-                return False  # nobody has looked at it: no waiter, no callback, no notification
             for waiter in self.__dict__.get("_waiters", ()):
                 waiter.add_result(self)
             # notify_all() is Python code; skip it when nobody waits in result().

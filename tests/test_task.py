@@ -223,3 +223,29 @@ def test_waiters_racing_with_the_worker_are_always_woken():
                            "as_completed": list(range(12))}
     finally:
         sys.setswitchinterval(old)
+
+
+def test_a_reader_arriving_while_the_worker_settles_is_never_left_waiting():
+    # settle_result() gives a future nobody looked at the shared settled condition: a
+    # reader that finds it must find the state final too, or it waits forever (result()
+    # with no timeout). Readers meet the settler mid-settle at a tiny switch interval.
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(60):
+            futs = [TaskFuture(i) for i in range(300)]
+            got: list = []
+
+            def reader(futs=futs, got=got):
+                got.extend(f.result() for f in futs)  # no timeout: a lost wake-up hangs here
+
+            t = threading.Thread(target=reader, daemon=True)
+            t.start()
+            for f in futs:
+                f.mark_running()
+                f.settle_result(f.task_id)
+            t.join(10)
+            assert not t.is_alive(), "a reader was never woken"
+            assert got == list(range(300))
+    finally:
+        sys.setswitchinterval(old)
