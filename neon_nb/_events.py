@@ -18,6 +18,14 @@ A subscriber's buffer is the part of the log past its cursor, bounded by its
 ``buffer_size``: when it would be exceeded the *oldest* events are dropped and
 the count is reported in the next `EventBatch` (drops are counted before the
 ``kinds`` filter). ``max_rate_hz`` coalesces deliveries.
+
+Only the kinds some subscriber takes are built (a task's three events cost
+about a microsecond together, a fifth of a no-op task's whole cost): a
+subscriber of ``kinds={TASK_FAILED}`` costs a successful task nothing but a
+flag test. ``kinds=()`` is a change feed: no event is built for it, and each
+change since its last delivery arms it, so that its callback is called (with
+an empty batch, at most ``max_rate_hz`` times a second) after anything changed.
+A display that reads the worker's state when called needs nothing more.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, Literal, NamedTuple
 
 from ._errors import WorkerShutdownError
+from ._locking import Held
 
 __all__ = ["DeliverOn", "Event", "EventBatch", "EventKind", "EventLog", "Subscription"]
 
@@ -66,6 +75,7 @@ class EventKind(str, enum.Enum):
 
 _STARTED = EventKind.TASK_STARTED
 _SUBMITTED = EventKind.TASK_SUBMITTED
+_SUCCEEDED = EventKind.TASK_SUCCEEDED
 
 TASK_EVENTS = frozenset(k for k in EventKind if k.value.startswith("task_"))
 WORKER_EVENTS = frozenset(EventKind) - TASK_EVENTS
@@ -137,9 +147,14 @@ class EventLog:
 
     def __init__(self, lock: threading.Lock, kick: Callable[[], None], owner: str = "") -> None:
         self.lock = lock
+        self._held = Held(lock)  # takes the lock without a convoy (see neon_nb._locking)
         self.owner = owner  # the worker's name, for messages
         self.closed = False  # the worker stopped: no new subscriber
-        self.active = False  # someone subscribes: emit() builds events at all
+        self.active = False  # someone subscribes: emit() is called at all
+        # Source-side filtering: the kinds some subscriber wants are built, the others
+        # only wake the subscribers (a change feed, ``kinds=()``, wants none).
+        self._wanted: frozenset[EventKind] = frozenset()
+        self.builds_submitted = self.builds_started = self.builds_succeeded = False
         self.subs: tuple[Subscription, ...] = ()
         self.inline: tuple[Subscription, ...] = ()  # the subscribers delivered inline
         self._kick = kick  # wakes the worker's monitor (a deferred inline delivery)
@@ -147,6 +162,7 @@ class EventLog:
         self._seq = itertools.count()
         self._cursors: dict[Subscription, int] = {}  # per subscriber: the next seq to deliver
         self._caps: dict[Subscription, int] = {}
+        self._kinds: dict[Subscription, frozenset[EventKind] | None] = {}
         self._hooks: dict[Subscription, _Hooks] = {}
         self._armed: set[Subscription] = set()
         self._need_wake = True
@@ -155,6 +171,10 @@ class EventLog:
     def emit(self, kind: EventKind, rec: Any = None, detail: Any = None) -> None:
         """Append one event (``rec``: the task's record, for task events). Lock held."""
         if not self.active:
+            return
+        if kind not in self._wanted:
+            if self._need_wake:
+                self._wake_locked()
             return
         if rec is None:
             ev = _new_event(Event, (next(self._seq), kind, time.monotonic(), None, None, None,
@@ -169,6 +189,37 @@ class EventLog:
             ev = _new_event(Event, (next(self._seq), kind, rec.finished_at, rec.id, rec.priority,
                                     rec.attempts, rec.thread, rec.started_at, detail))
         self._log.append(ev)
+        if self._need_wake:
+            self._wake_locked()
+
+    # The three events of every task, specialised (they are most of the traffic): no
+    # dispatch on the kind, one tuple each, none if no subscriber wants the kind.
+    # Lock held; only when `active`.
+    def submitted(self, recs: Iterable[Any]) -> None:
+        """``TASK_SUBMITTED`` for each of ``recs``, newly queued, in order. Lock held."""
+        if self.builds_submitted:
+            seq = self._seq
+            self._log.extend([_new_event(Event, (next(seq), _SUBMITTED, r.enqueued_at, r.id,
+                                                 r.priority, r.attempts, None, None, None))
+                              for r in recs])
+        if self._need_wake:
+            self._wake_locked()
+
+    def started(self, rec: Any) -> None:
+        """``TASK_STARTED`` for ``rec``, just claimed. Lock held."""
+        if self.builds_started:
+            self._log.append(_new_event(Event, (next(self._seq), _STARTED, rec.started_at,
+                                                rec.id, rec.priority, rec.attempts, rec.thread,
+                                                None, None)))
+        if self._need_wake:
+            self._wake_locked()
+
+    def succeeded(self, rec: Any) -> None:
+        """``TASK_SUCCEEDED`` for ``rec``, just recorded. Lock held."""
+        if self.builds_succeeded:
+            self._log.append(_new_event(Event, (next(self._seq), _SUCCEEDED, rec.finished_at,
+                                                rec.id, rec.priority, rec.attempts, rec.thread,
+                                                rec.started_at, None)))
         if self._need_wake:
             self._wake_locked()
 
@@ -192,37 +243,44 @@ class EventLog:
     def reset_after_fork(self, lock: threading.Lock) -> None:
         """In a child made by os.fork(): a fresh lock; no subscriber is delivered to any more."""
         self.lock = lock
+        self._held = Held(lock)
         for hooks in self._hooks.values():
             hooks.reset(lock)
         self.subs = self.inline = ()
         self.active = False
         self._cursors.clear()
+        self._kinds.clear()
+        self._want()
 
     # ------------------------------------------------------------ from anywhere
     def attach(self, sub: Subscription, buffer_size: int, hooks: _Hooks) -> int:
         """Start delivering to ``sub`` with the next event, whose seq is returned."""
-        with self.lock:
+        with self._held:
             if self.closed:
                 raise WorkerShutdownError(f"worker {self.owner!r} is stopped: nothing to "
                                           f"subscribe to")
             cursor = self._cursors[sub] = self._log[-1][0] + 1 if self._log else self._peek_seq()
             self._caps[sub] = buffer_size
+            self._kinds[sub] = sub.kinds
             self._hooks[sub] = hooks
             self.subs = (*self.subs, sub)
             if sub.mode == "inline":
                 self.inline = (*self.inline, sub)
             self.active = True
+            self._want()
             self._resize()
             self._need_wake = True  # the next event must arm the newcomer too
         return cursor
 
     def detach(self, sub: Subscription) -> None:
-        with self.lock:
+        with self._held:
             self.subs = tuple(s for s in self.subs if s is not sub)
             self.inline = tuple(s for s in self.inline if s is not sub)
             self.active = bool(self.subs)
             self._cursors.pop(sub, None)
             self._caps.pop(sub, None)
+            self._kinds.pop(sub, None)
+            self._want()
             self._armed.discard(sub)
             self._resize()
             self._trim()
@@ -233,7 +291,7 @@ class EventLog:
         None if nothing is new or ``sub`` was detached. At most its buffer's size:
         the oldest events past it are dropped (and counted).
         """
-        with self.lock:
+        with self._held:
             self._armed.discard(sub)
             self._need_wake = True
             log = self._log
@@ -241,6 +299,10 @@ class EventLog:
             if start is None or not log or log[-1][0] < start:
                 return None
             last, first = log[-1][0], log[0][0]
+            if sub.changes_only:  # it takes no event: only its cursor moves
+                self._cursors[sub] = last + 1
+                self._trim()
+                return (), 0, last + 1
             dropped = 0
             if start < first:  # the log overflowed past this cursor
                 dropped, start = first - start, first
@@ -263,7 +325,7 @@ class EventLog:
 
     def last_seq(self, sub: Subscription) -> int:
         """The seq of the last event emitted so far (what a flush must deliver up to)."""
-        with self.lock:
+        with self._held:
             if self._log:
                 return self._log[-1][0]
             return self._cursors.get(sub, 0) - 1
@@ -287,6 +349,16 @@ class EventLog:
         n = next(self._seq)
         self._seq = itertools.count(n)
         return n
+
+    def _want(self) -> None:
+        # The kinds to build: those some subscriber takes (None: every kind).
+        wanted: frozenset[EventKind] = frozenset()
+        for kinds in self._kinds.values():
+            wanted |= frozenset(EventKind) if kinds is None else kinds
+        self._wanted = wanted
+        self.builds_submitted = _SUBMITTED in wanted
+        self.builds_started = _STARTED in wanted
+        self.builds_succeeded = _SUCCEEDED in wanted
 
     def _resize(self) -> None:
         cap = max(self._caps.values(), default=1)
@@ -332,6 +404,8 @@ class Subscription:
             raise ValueError(f"buffer_size must be an int >= 1, got {buffer_size!r}")
         self.kinds: frozenset[EventKind] | None = (
             None if kinds is None else frozenset(EventKind(k) for k in kinds))
+        #: ``kinds=()``: a change feed (empty batches, each saying the worker changed).
+        self.changes_only = self.kinds == frozenset()
         self.callback = callback
         self.mode = mode
         self.loop: asyncio.AbstractEventLoop | None = on if isinstance(on, asyncio.AbstractEventLoop) \
@@ -352,6 +426,7 @@ class Subscription:
         self._flushed = threading.Condition()
         self._urgent = False  # a flush() asked to skip the rate limit once
         self._poked = False  # poke(): the next delivery calls back even with nothing new
+        self._calls_begun = 0  # callbacks begun; ``batches`` counts those ended
         self._deferred = False  # inline: a delivery is waiting for the rate limit
         self._closed = False
         self._cancelled = False
@@ -377,6 +452,8 @@ class Subscription:
 
     # --- called by the log with the worker's lock held: no user code, no blocking ---
     def _arm(self) -> bool:
+        if self.changes_only:
+            self._poked = True  # the worker changed: that is the whole message
         if self.mode == "thread":
             self._wake.put(None)
         elif self.mode == "loop":
@@ -408,6 +485,8 @@ class Subscription:
         if got is None:
             return None, None
         events, dropped, upto = got
+        if self.changes_only:
+            return None, upto  # (other subscribers' events, and their drops, are not its own)
         if self.kinds is not None:
             kinds = self.kinds
             events = tuple(e for e in events if e[1] in kinds)
@@ -419,6 +498,7 @@ class Subscription:
 
     def _call(self, batch: EventBatch) -> None:
         self._last_delivery = time.monotonic()
+        self._calls_begun += 1  # (one delivery at a time: no race)
         try:
             self.callback(batch)
         except Exception:
@@ -480,7 +560,7 @@ class Subscription:
         # Called by a worker thread after it released the worker lock. Whoever
         # holds _deliver_lock delivers everything pending, so events stay in
         # order and no worker ever waits for another worker's callback.
-        while not self._cancelled and self._log.pending(self):
+        while not self._cancelled and (self._poked or self._log.pending(self)):
             if not self._deliver_lock.acquire(blocking=False):
                 return
             self._delivering = threading.get_ident()
@@ -523,9 +603,10 @@ class Subscription:
             if batch is not None:
                 self._call(batch)
         finally:
-            if upto is not None:
+            if upto is not None or batch is not None:
                 with self._flushed:
-                    self._done_upto = upto
+                    if upto is not None:
+                        self._done_upto = upto
                     self._flushed.notify_all()
 
     def _notify_flushed(self) -> None:
@@ -544,7 +625,9 @@ class Subscription:
         Thread-safe.
         """
         if self._delivering == threading.get_ident():
-            return not self._log.pending(self)
+            return not self._log.pending(self) and not self._poked
+        if self.changes_only:
+            return self._flush_changes(timeout)
         target = self._log.last_seq(self)
         if self._delivers_here():
             while self._done_upto <= target and not self._cancelled:
@@ -565,12 +648,31 @@ class Subscription:
         except RuntimeError:
             return False
 
-    def _wait_flushed(self, target: int, deadline: float | None) -> bool:
+    def _flush_changes(self, timeout: float | None) -> bool:
+        # A change feed has no event to wait for: flushing it means a callback that
+        # begins after this call (and so sees every change before it) has ended.
+        mark = self._calls_begun
+        self.poke()
+        if self._delivers_here():
+            while self.batches <= mark and not self._cancelled:
+                self._poked = True
+                if not self._deliver_once():
+                    break
+            return self.batches > mark
+        return self._wait_flushed(-1, None if timeout is None else time.monotonic() + timeout,
+                                  lambda: self.batches > mark)
+
+    def _wait_flushed(self, target: int, deadline: float | None,
+                      done: Callable[[], bool] | None = None) -> bool:
+        if done is None:
+            def done() -> bool:
+                return self._done_upto > target
         with self._flushed:
-            while self._done_upto <= target:
+            while not done():
                 if self._cancelled or (self._closed and not self._log.pending(self)
+                                       and not self._poked
                                        and (self._thread is None or not self._thread.is_alive())):
-                    return self._done_upto > target
+                    return done()
                 self._urgent = True
                 if not self._request_delivery():
                     return False

@@ -134,8 +134,7 @@ class Scheduler:
         self.queue.put_many(recs)
         self.submitted += len(recs)
         if self.events.active:
-            for rec in recs:
-                self.events.emit(_SUBMITTED, rec)
+            self.events.submitted(recs)
 
     def enqueue_one(self, rec: TaskRecord) -> None:
         """Queue one new record (validated, its id not live): `enqueue` for one, without a loop."""
@@ -148,7 +147,7 @@ class Scheduler:
         self.queue.put(rec)
         self.submitted += 1
         if self.events.active:
-            self.events.emit(_SUBMITTED, rec)
+            self.events.submitted((rec,))
 
     def add_to_backlog(self, recs: Iterable[TaskRecord]) -> None:
         """Records of a background batch that do not fit now: they enter the queue later, in order."""
@@ -228,7 +227,7 @@ class Scheduler:
         if self.room_waiters:
             self.room.notify()
         if self.events.active:
-            self.events.emit(_STARTED, rec)
+            self.events.started(rec)
         return rec
 
     def record(self, attempt: Attempt, thread: str) -> AfterLock:
@@ -242,7 +241,7 @@ class Scheduler:
             rec.state = SUCCEEDED
             self.succeeded += 1
             if self.events.active:
-                self.events.emit(_SUCCEEDED, rec)
+                self.events.succeeded(rec)
             del self.live[rec.key]
             self._remember(rec)
             if len(self.live) + len(self.backlog_futures) <= self.inside_waiters:

@@ -1297,7 +1297,12 @@ class NeonWorker:
         subscriber is still batched over 5 ms: each wake-up costs the workers a
         thread switch under the GIL). ``buffer_size`` bounds the buffer: when
         full the oldest events are dropped and the count is reported in the
-        next batch. ``kinds`` filters. Thread-safe.
+        next batch. ``kinds``: the kinds of event delivered (default: all); only
+        kinds some subscriber takes are built, so a narrow subscription is cheap.
+        ``kinds=()`` subscribes to changes alone: no event is built, and the
+        callback receives an empty batch (at most ``max_rate_hz`` times a second)
+        whenever the worker changed since its previous call; the way to keep a
+        display of ``get_status()`` current at the least cost. Thread-safe.
         """
         sub = Subscription(self._events, callback, on=on, max_rate_hz=max_rate_hz,
                            buffer_size=buffer_size, kinds=kinds,

@@ -524,3 +524,82 @@ def test_poke_calls_back_even_with_nothing_new(make_worker, request, on):
     assert called.wait(WAIT)
     assert got == [0]  # one call, an empty batch: nothing was emitted
     sub.cancel()
+
+
+# ================================================= what is built, and change feeds
+def test_a_narrow_subscriber_loses_no_rare_event_to_a_flood_of_others(make_worker):
+    """Only the kinds some subscriber takes are built: successes cannot crowd out failures."""
+    entered, release = threading.Event(), threading.Event()
+    failures: list[Event] = []
+    dropped: list[int] = []
+
+    def stalled(batch: EventBatch) -> None:
+        failures.extend(batch)
+        dropped.append(batch.dropped)
+        if not entered.is_set():
+            entered.set()
+            release.wait(WAIT)
+
+    w = make_worker(max_workers=2, queue_size=0, retry_attempts=0)
+    sub = w.subscribe(stalled, on="thread", buffer_size=16, kinds=[FAILED])
+    with pytest.raises(ValueError):
+        w.add_task(Task("first", boom)).result(WAIT)
+    assert entered.wait(WAIT)  # its callback now holds the first failure
+    futures = [w.add_task(Task(i, noop if i % 100 else boom)) for i in range(1, 1000)]
+    assert w.wait_for_completion(WAIT)
+    release.set()
+    assert sub.flush(WAIT)
+    # 990 successes and 9 more failures happened while its buffer held 16 events.
+    assert failures[0].task_id == "first"
+    assert sorted(e.task_id for e in failures[1:]) == list(range(100, 1000, 100))
+    assert sub.dropped == 0 and not any(dropped)
+    assert sum(f.exception() is not None for f in futures) == 9
+
+
+@pytest.mark.parametrize("on", ["thread", "inline", "loop"])
+def test_a_change_feed_is_called_after_every_change_with_empty_batches(make_worker, request, on):
+    """``kinds=()``: empty batches; after the last change, a call that sees the final state."""
+    w = make_worker(max_workers=2, queue_size=0)
+    seen: list[tuple[int, int]] = []  # (events in the batch, tasks finished as the callback saw)
+
+    def callback(batch: EventBatch) -> None:
+        seen.append((len(batch), w.statistics().succeeded))
+
+    sub = w.subscribe(callback, on=_on(request, on), kinds=())
+    assert sub.changes_only
+    futures = w.add_tasks([Task(i, noop) for i in range(500)])
+    assert all(f.result(WAIT) is None for f in futures)
+    assert w.wait_for_completion(WAIT)
+    assert sub.flush(WAIT)
+    assert seen and all(n == 0 for n, _ in seen)
+    assert seen[-1][1] == 500  # the last call saw every task finished
+    assert sub.dropped == 0 and sub.delivered == 0
+    calls = len(seen)
+    assert sub.flush(WAIT)  # flushing a change feed is one more call, seeing the same state
+    assert len(seen) == calls + 1 and seen[-1] == (0, 500)
+    sub.cancel()
+
+
+def test_a_change_feed_costs_no_event_and_is_called_when_the_worker_stops(make_worker):
+    w = make_worker(max_workers=1, queue_size=0)
+    states: list[str] = []
+    sub = w.subscribe(lambda batch: states.append(w.get_status()["state"]), kinds=())
+    w.add_task(Task("one", noop)).result(WAIT)
+    w.shutdown()
+    assert sub.join(WAIT)
+    assert states[-1] == "stopped"
+
+
+def test_a_change_feed_is_throttled_by_max_rate_hz(make_worker):
+    """However fast tasks finish, a change feed at 10 Hz is called about ten times a second."""
+    w = make_worker(max_workers=2, queue_size=0)
+    times: list[float] = []
+    sub = w.subscribe(lambda batch: times.append(time.monotonic()), kinds=(), max_rate_hz=10)
+    for r in range(20):  # about half a second of changes: 1,000 tasks of 1 ms on 2 threads
+        w.add_tasks([Task((r, i), time.sleep, (0.001,)) for i in range(50)])
+        assert w.wait_for_completion(WAIT)
+    assert sub.flush(WAIT)
+    assert len(times) >= 3
+    gaps = [b - a for a, b in pairwise(times[:-1])]  # (the flush may skip the rate limit)
+    assert all(g >= 0.09 for g in gaps), gaps
+    sub.cancel()

@@ -4,13 +4,16 @@ Who touches what (read before changing anything here):
 
 1. Exactly one thread updates the dashboard's widgets and figures: the
    delivery thread of the dashboard's own subscription,
-   ``worker.subscribe(self._on_events, on="thread", max_rate_hz=10)``. It
+   ``worker.subscribe(self._on_events, on="thread", max_rate_hz=10, kinds=())``. It
    runs whatever the kernel does (a cell in ``time.sleep`` or in
    ``wait_for_completion()``); the kernel's asyncio loop would freeze for the
    whole cell (see the project's jupyter-threads notes).
-2. Events are only a trigger. Each delivery reads the worker's state afresh
-   (``get_status()``, and ``metrics.snapshot()`` for the plots), so dropped
-   events lose nothing, and a batch of 10,000 events costs one refresh.
+2. Events are only a trigger, so the subscription is a change feed
+   (``kinds=()``): the worker builds no event for it, and each delivery (an
+   empty batch, at most ``max_rate_hz`` a second, after anything changed)
+   reads the worker's state afresh (``get_status()``, and
+   ``metrics.snapshot()`` for the plots). Ten thousand tasks finishing cost
+   one refresh and no event object.
 3. Two paths per delivery. The *status* path (progress bar, counts, pool size,
    control states: microseconds, 2-4 messages) runs at every delivery, if the
    status changed. The *plots* path (a metrics snapshot and three Agg figures
@@ -67,7 +70,7 @@ if TYPE_CHECKING:
 import ipywidgets as W
 
 from .._errors import WorkerShutdownError
-from .._events import EventBatch, EventKind
+from .._events import EventBatch
 from ..plots import (
     OUTCOME_COLOURS,
     plot_latency,
@@ -206,7 +209,7 @@ class Dashboard(WidgetView):
         self.subscription = None
         try:
             self.subscription = worker.subscribe(
-                self._weak_callback(), on="thread", max_rate_hz=max_rate_hz, buffer_size=1024)
+                self._weak_callback(), on="thread", max_rate_hz=max_rate_hz, kinds=())
         except WorkerShutdownError:
             pass  # stopped already: the first render below is also the last
         try:
@@ -313,9 +316,8 @@ class Dashboard(WidgetView):
     def _on_events(self, batch: EventBatch) -> None:
         """The subscription's callback: runs on the owner thread only."""
         self.deliveries += 1
-        final = any(e.kind is EventKind.WORKER_STOPPED for e in batch.events)
         with self._render_lock:
-            status = self._render(final=final)
+            status = self._render()  # (a stopped worker's status makes it the final render)
             # Plots behind, and no further event is certain: nothing would bring this
             # thread back, so it stays here until the plots are due, keeping the
             # status live, and leaves as soon as activity resumes (events follow).
