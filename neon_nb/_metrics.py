@@ -6,11 +6,21 @@ windows happens later, off the worker threads: on `snapshot()`, and once per
 window on the worker's monitor thread. Memory is bounded: fixed-size
 histograms, at most ``history_windows`` windows, at most ``task_stream_size``
 spans, and the pending deque is folded at least once per window.
+
+With numpy, a fold of many attempts is vectorised: about a third of the
+plain-Python fold's cost, which at a few hundred thousand tasks a second was
+the largest cost of the metrics. The core does not import numpy for small
+folds: it uses it once something has imported it (matplotlib, pandas: in a
+notebook, nearly always), or imports it for a fold so large that the import
+costs less than the plain fold would. Without numpy the plain fold does the
+same, exactly (the tests compare both).
 """
 
 from __future__ import annotations
 
 import math
+import operator
+import sys
 import threading
 import time
 import types
@@ -189,7 +199,54 @@ class Metrics:
         with self._lock:
             return self._fold_locked()
 
-    def _fold_locked(self) -> int:  # noqa: C901, PLR0912, PLR0915 - one inlined hot loop (see below)
+    def _fold_locked(self) -> int:
+        """Fold the pending attempts: vectorised if numpy is there and they are many."""
+        n = len(self.pending)
+        if not n:
+            return 0
+        if n >= _VECTOR_MIN and _numpy(n) is not None:
+            self._fold_vectorised(n)
+        else:
+            self._fold_python(n)
+        oldest = (max(self._windows) if self._windows else 0) - self.history_windows
+        for d in (self._windows, self._busy):
+            if len(d) > self.history_windows:
+                for key in [key for key in d if key < oldest]:
+                    del d[key]
+        self._version += 1
+        return n
+
+    def _fold_vectorised(self, n: int) -> None:
+        """`_fold_python` for many attempts at once, with numpy: the same counts, exactly.
+
+        About 0.2 us per attempt instead of 1 us: at hundreds of thousands of tasks
+        per second the fold was the largest cost of the metrics. The test suite
+        checks both folds against each other and against ``record_value``.
+        """
+        pop = self.pending.popleft
+        items = [pop() for _ in range(n)]
+        t0, window = self._t0, self.window
+        if items[0][4] < t0 or items[-1][4] < t0:  # some finished before a reset
+            items = [it for it in items if it[4] >= t0]
+            if not items:
+                return
+        # Columns, each in one C-level pass (zip(*items) would make an iterator per item).
+        m = len(items)
+        enq_a, start_a, end_a, sub_a = (_np.fromiter(map(field, items), _np.float64, count=m)
+                                        for field in _TIMES)
+        kinds = _np.array(list(map(_OUTCOME, items)), dtype=object)
+        final = kinds != OUTCOME_RETRY
+        h_wait, h_run, h_e2e = (self._hist[k] for k in _LATENCIES)
+        _record_many(h_wait, start_a - enq_a)
+        _record_many(h_run, end_a - start_a)
+        _record_many(h_e2e, (end_a - sub_a)[final])
+        idx = _np.floor_divide(end_a - t0, window).astype(_np.int64)
+        _count_windows(self._windows, idx[final], (kinds == OUTCOME_FAILED)[final])
+        _add_busy(self._busy, list(map(_THREAD, items)), start_a, end_a, idx, t0, window)
+        keep_from = len(items) - (self._stream.maxlen or len(items))
+        self._stream.extend(map(_SPAN, map(_SPAN_FIELDS, items[max(keep_from, 0):])))
+
+    def _fold_python(self, n: int) -> None:  # noqa: PLR0915 - one inlined hot loop (see below)
         """Fold the pending attempts. The hot loop of the metrics: keep it lean.
 
         Values go straight into the HdrHistograms' counts arrays with the
@@ -198,11 +255,7 @@ class Metrics:
         three values per task was the largest part of the metrics overhead.
         A test pins the result against ``record_value``.
         """
-        pending = self.pending
-        n = len(pending)
-        if not n:
-            return 0
-        pop = pending.popleft
+        pop = self.pending.popleft
         h_wait, h_run, h_e2e = (self._hist[k] for k in _LATENCIES)
         c_wait, c_run, c_e2e = h_wait.counts, h_run.counts, h_e2e.counts
         mask = h_wait.sub_bucket_mask  # the three histograms share their layout
@@ -213,7 +266,6 @@ class Metrics:
         hi = _HIGHEST_NS
         windows, busy, stream = self._windows, self._busy, self._stream
         t0, window = self._t0, self.window
-        newest = max(windows) if windows else 0
         keep_from = n - (stream.maxlen or n)  # only the last spans survive the ring
         lo_w = lo_r = lo_e = hi
         hi_w = hi_r = hi_e = 0
@@ -248,7 +300,6 @@ class Metrics:
                 if w is None:
                     w = windows[idx] = [0, 0]
                 w[outcome == OUTCOME_FAILED] += 1
-                newest = idx if idx > newest else newest
             # Busy time, in the window(s) the attempt spans.
             s = start if start > t0 else t0
             i = int((s - t0) // window)
@@ -274,13 +325,6 @@ class Metrics:
                 h.total_count += count
                 h.min_value = min(h.min_value, lo)
                 h.max_value = max(h.max_value, top)
-        oldest = newest - self.history_windows
-        for d in (windows, busy):
-            if len(d) > self.history_windows:
-                for key in [key for key in d if key < oldest]:
-                    del d[key]
-        self._version += 1
-        return n
 
     # ----------------------------------------------------------------- reading
     def _summary_locked(self, name: str) -> LatencySummary:
@@ -339,6 +383,87 @@ class Metrics:
 
 
 _new_tuple = tuple.__new__
+_SPAN = TaskSpan._make  # (C-level, as is the field picker below)
+_SPAN_FIELDS = operator.itemgetter(0, 1, 3, 4, 6, 7)  # a pending attempt's TaskSpan fields
+# A pending attempt's fields, as `_fold_vectorised` reads them (see `Metrics.pending`).
+_THREAD, _OUTCOME = operator.itemgetter(1), operator.itemgetter(6)
+_TIMES = tuple(map(operator.itemgetter, (2, 3, 4, 5)))  # enqueued, start, end, submitted
+_VECTOR_MIN = 256  # fewer attempts fold faster in plain Python than numpy's per-call costs
+_IMPORT_MIN = 20_000  # a fold this large (~25 ms in plain Python) pays for importing numpy
+_np: Any = None  # numpy, once a fold may use it
+_numpy_tried = False  # an import was attempted (not installed: never try again)
+
+
+def _numpy(n: int) -> Any:
+    """numpy for a fold of ``n`` attempts, or None (see the module notes)."""
+    global _np, _numpy_tried  # noqa: PLW0603 - one process-wide, idempotent decision
+    if _np is None:
+        module = sys.modules.get("numpy")
+        if module is None:
+            if n < _IMPORT_MIN or _numpy_tried:
+                return None
+            _numpy_tried = True
+            try:
+                import numpy as module  # (only for large folds: see the module notes)
+            except ImportError:
+                return None
+        _np = module
+    return _np
+
+
+def _record_many(h: HdrHistogram, seconds: Any) -> None:
+    """``h.record_value`` for each of ``seconds`` (a numpy array), with hdrh's arithmetic."""
+    if not len(seconds):
+        return
+    np = _np
+    v = (seconds * 1e9).astype(np.int64)  # truncated toward zero, as int() does
+    np.clip(v, _LOWEST_NS, _HIGHEST_NS, out=v)
+    # bit_length of v | mask: frexp's exponent (exact: every value is below 2**53).
+    b = np.frexp((v | h.sub_bucket_mask).astype(np.float64))[1] - h.unit_magnitude \
+        - h.sub_bucket_half_count_magnitude - 1
+    index = ((b + 1) << h.sub_bucket_half_count_magnitude) + (v >> (b + h.unit_magnitude)) \
+        - h.sub_bucket_half_count
+    counts = np.ctypeslib.as_array(h.counts)
+    np.add(counts, np.bincount(index, minlength=len(counts)), out=counts, casting="unsafe")
+    h.total_count += len(v)
+    h.min_value = min(h.min_value, int(v.min()))
+    h.max_value = max(h.max_value, int(v.max()))
+
+
+def _count_windows(windows: dict[int, list[int]], idx: Any, failed: Any) -> None:
+    """Add each final attempt to its window's [succeeded, failed] count."""
+    keys, counts = _np.unique(idx * 2 + failed, return_counts=True)
+    for key, count in zip(keys.tolist(), counts.tolist()):
+        w = windows.get(key >> 1)
+        if w is None:
+            w = windows[key >> 1] = [0, 0]
+        w[key & 1] += count
+
+
+def _add_busy(busy: dict[int, dict[str, float]], threads: list[str], start: Any, end: Any,
+              idx: Any, t0: float, window: float) -> None:
+    """Each attempt's busy time to its thread, in the window(s) it spans."""
+    np = _np
+    s = np.maximum(start, t0)
+    first = np.floor_divide(s - t0, window).astype(np.int64)
+    names = {name: code for code, name in enumerate(set(threads))}
+    codes = np.fromiter(map(names.__getitem__, threads), np.int64, count=len(threads))
+    one = first == idx  # the common case: the attempt lies in one window
+    keys, inverse = np.unique(first[one] * len(names) + codes[one], return_inverse=True)
+    sums = np.bincount(inverse, weights=(end - s)[one])
+    by_code = list(names)
+    for key, sec in zip(keys.tolist(), sums.tolist()):
+        i, code = divmod(key, len(names))
+        bw = busy.setdefault(i, {})
+        bw[by_code[code]] = bw.get(by_code[code], 0.0) + sec
+    for k in np.flatnonzero(~one).tolist():  # spans across windows: rare, in Python
+        a, e_all = float(s[k]), float(end[k])
+        while a < e_all:
+            i = int((a - t0) // window)
+            e = min(e_all, t0 + (i + 1) * window)
+            bw = busy.setdefault(i, {})
+            bw[threads[k]] = bw.get(threads[k], 0.0) + (e - a)
+            a = e if e > a else e_all
 
 
 def _ns(seconds: float) -> int:

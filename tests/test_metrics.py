@@ -9,6 +9,9 @@ samples, within the histogram's stated precision.
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from itertools import pairwise
@@ -420,9 +423,14 @@ def test_snapshot_never_walks_whole_histograms(monkeypatch):
     assert second.latency["run_time"].max >= 1e-3
 
 
-def test_folding_fills_the_histograms_exactly_as_record_value_does():
-    """_fold_locked writes into HdrHistogram's counts with the library's arithmetic inlined."""
+@pytest.mark.parametrize("fold", ["python", "vectorised"])
+def test_folding_fills_the_histograms_exactly_as_record_value_does(monkeypatch, fold):
+    """Both folds write into HdrHistogram's counts with the library's arithmetic inlined."""
     from hdrh.histogram import HdrHistogram
+
+    import neon_nb._metrics as metrics_module
+
+    monkeypatch.setattr(metrics_module, "_VECTOR_MIN", 10**9 if fold == "python" else 1)
 
     from neon_nb._metrics import _DIGITS, _HIGHEST_NS, _LOWEST_NS, _ns
 
@@ -450,3 +458,63 @@ def test_folding_fills_the_histograms_exactly_as_record_value_does():
         assert list(got.counts) == list(want.counts), name
         assert (got.total_count, got.min_value, got.max_value) == (
             want.total_count, want.min_value, want.max_value), name
+
+
+def test_the_vectorised_fold_agrees_with_the_python_fold(monkeypatch):
+    """Windows, busy time, task stream and histograms: the same from both folds (numpy or not)."""
+    import neon_nb._metrics as metrics_module
+
+    folded = {}
+    for fold, vector_min in (("python", 10**9), ("vectorised", 1)):
+        rng = np.random.default_rng(11)  # the same attempts for both
+        monkeypatch.setattr(metrics_module, "_VECTOR_MIN", vector_min)
+        m = standalone(threads=("A", "B", "C"), window=0.25, task_stream_size=500)
+        if folded:  # the same start as the first: the same attempts, to the last bit
+            m._t0 = folded["python"]._t0
+        t0 = m._t0
+        feed(m, "before-reset", "A", t0 - 2, t0 - 1.5, t0 - 1)  # finished before the metrics began
+        for i in range(5000):
+            enq = t0 + float(rng.uniform(0, 4))
+            start = enq + float(rng.exponential(0.01))
+            # Some attempts span several windows (and one started before the metrics began).
+            end = start + float(rng.exponential(0.3 if i % 50 == 0 else 0.002))
+            if i == 7:
+                start = t0 - 0.1
+            feed(m, i, "ABC"[i % 3], enq, start, end, outcome=("succeeded", "failed", "retry")[i % 5 % 3],
+                 attempt=1 + i % 2, submitted=enq - 0.001)
+        assert m.fold() == 5001
+        folded[fold] = m
+    py, vec = folded["python"], folded["vectorised"]
+    assert py._windows == vec._windows
+    assert py._busy.keys() == vec._busy.keys()
+    for i, per_thread in py._busy.items():
+        assert per_thread.keys() == vec._busy[i].keys()
+        for thread, sec in per_thread.items():
+            assert vec._busy[i][thread] == pytest.approx(sec, rel=1e-12, abs=1e-12), (i, thread)
+    assert list(py._stream) == list(vec._stream) and len(vec._stream) == 500
+    for name in py._hist:
+        assert list(py._hist[name].counts) == list(vec._hist[name].counts), name
+    a, b = py.snapshot(), vec.snapshot()
+    assert a.throughput == b.throughput and a.latency == b.latency
+
+
+def test_the_core_imports_numpy_only_for_a_fold_that_pays_for_it():
+    """Small folds never import numpy; a fold of 20,000 attempts does (once), and uses it."""
+    code = textwrap.dedent("""
+        import sys
+        import neon_nb._metrics as M
+        m = M.Metrics(lambda: {}, lambda: [], lambda: ["A"])
+        t = m._t0
+        def pend(n):
+            for i in range(n):
+                m.pending.append((i, "A", t, t + 1e-3, t + 2e-3, t, "succeeded", 1))
+        pend(5_000)
+        m.fold()
+        small = "numpy" in sys.modules
+        pend(20_000)
+        m.fold()
+        print(small, "numpy" in sys.modules, m._hist["run_time"].total_count)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         check=True)
+    assert out.stdout.split() == ["False", "True", "25000"], out.stdout + out.stderr
