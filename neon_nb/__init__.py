@@ -12,15 +12,19 @@ from ._errors import (
     ConfigTypeError,
     DuplicateTaskError,
     FlakyTaskError,
+    JournalError,
     NeonError,
     QueueFullError,
     TaskPicklingError,
     UnknownTaskError,
+    UnstorableResultError,
     WorkerLostError,
     WorkerShutdownError,
 )
 from ._events import Event, EventBatch, EventKind, Subscription
 from ._executor import NeonExecutor
+from ._journal_format import StoredOutcome
+from ._journal_reader import JournalReader, JournalRun, open_journal
 from ._metrics import LatencySummary, Metrics, MetricsSnapshot, TaskSpan, ThroughputPoint
 from ._signals import SignalHandlers, install_signal_handlers
 from ._status import HealthReport, ShutdownReport, WorkerState, WorkerStatistics
@@ -42,6 +46,9 @@ __all__ = [
     "EventKind",
     "FlakyTaskError",
     "HealthReport",
+    "JournalError",
+    "JournalReader",
+    "JournalRun",
     "LatencySummary",
     "Metrics",
     "MetricsSnapshot",
@@ -51,6 +58,7 @@ __all__ = [
     "QueueFullError",
     "ShutdownReport",
     "SignalHandlers",
+    "StoredOutcome",
     "Subscription",
     "SynchronizedCounter",
     "Task",
@@ -62,6 +70,7 @@ __all__ = [
     "TaskState",
     "ThroughputPoint",
     "UnknownTaskError",
+    "UnstorableResultError",
     "WorkerConfig",
     "WorkerLostError",
     "WorkerShutdownError",
@@ -72,6 +81,7 @@ __all__ = [
     "get_config",
     "get_task_kind",
     "install_signal_handlers",
+    "open_journal",
     "register_task_kind",
     "task_kinds",
     "update_config",

@@ -14,10 +14,12 @@ __all__ = [
     "ConfigTypeError",
     "DuplicateTaskError",
     "FlakyTaskError",
+    "JournalError",
     "NeonError",
     "QueueFullError",
     "TaskPicklingError",
     "UnknownTaskError",
+    "UnstorableResultError",
     "WorkerLostError",
     "WorkerShutdownError",
 ]
@@ -94,3 +96,17 @@ class BackendUnavailableError(NeonError, ConnectionError):
 
 class FlakyTaskError(NeonError, RuntimeError):
     """The planned failure of an attempt of a synthetic flaky task (`Batch`, kind ``"flaky"``)."""
+
+
+class UnstorableResultError(TaskPicklingError):
+    """A task's result cannot be pickled into the journal (see `neon_nb.open_journal`).
+
+    The task fails with this error at the moment it finishes; it is never retried, since
+    another attempt would return the same kind of value. The pickling error is the ``__cause__``.
+    """
+
+
+class JournalError(NeonError):
+    """A journal cannot be used: the file is not a neon_nb journal, it was written by a newer
+    neon_nb, it is closed, or SQLite could not write to it (the SQLite error is the ``__cause__``).
+    """
