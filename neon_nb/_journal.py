@@ -64,6 +64,7 @@ _LOOKUP_CHUNK = 500
 #: After a checkpoint, the -wal file is truncated to this size (it otherwise keeps its peak size).
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024
 _SYNCHRONOUS = ("full", "normal")
+_SYNCHRONOUS_LEVELS = {"normal": 1, "full": 2}  # what PRAGMA synchronous reports
 
 
 def wall_time(monotonic_seconds: float | None) -> float | None:
@@ -148,9 +149,9 @@ class Journal:
         self.keep_failed = keep_failed
         self.max_pending = max_pending
         self.group_delay = float(group_delay)
-        self.synchronous = synchronous
         self._group_target = max(1, max_pending // 2)
         self._conn = _open_for_writing(self.path, synchronous, float(busy_timeout))
+        self.synchronous = _synchronous_of(self._conn)
         try:
             self.run_id = _start_run(self._conn, run_name)
             self._reader: sqlite3.Connection | None = fmt.connect(
@@ -547,8 +548,8 @@ def _open_for_writing(path: Path, synchronous: str, busy_timeout: float) -> sqli
     conn = fmt.connect(path, read_only=False, busy_timeout=busy_timeout)
     try:
         fmt.schema_version(conn, path)  # refuse a foreign file before changing anything in it
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
+        mode = _enable_wal(conn, busy_timeout)
+        if mode != "wal":
             raise JournalError(f"the journal {str(path)!r} cannot use SQLite's WAL mode here "
                                f"(got {mode!r}; a network file system?): use a local file")
         conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
@@ -563,6 +564,30 @@ def _open_for_writing(path: Path, synchronous: str, busy_timeout: float) -> sqli
         _discard(path, created)
         raise
     return conn
+
+
+def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> str:
+    """Switch to WAL mode, waiting up to ``busy_timeout`` for other processes.
+
+    Switching needs the file to itself, and SQLite reports a conflict (two processes creating
+    the journal at once) at once, without its busy handler: hence this retry loop.
+    """
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.001
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)  # a back-off between attempts, not a synchronisation
+        pause = min(2 * pause, 0.05)
+
+
+def _synchronous_of(conn: sqlite3.Connection) -> str:
+    """The setting SQLite reports for this connection, by name."""
+    level = conn.execute("PRAGMA synchronous").fetchone()[0]
+    return next((name for name, value in _SYNCHRONOUS_LEVELS.items() if value == level), str(level))
 
 
 def _discard(path: Path, created: bool) -> None:
