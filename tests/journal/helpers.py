@@ -60,12 +60,13 @@ def integrity(path: Path) -> list[tuple]:
         conn.close()
 
 
-def read_until(proc: Any, marker: str) -> list[str]:
-    """The lines a child printed before the line ``marker`` (which is consumed); fails with the
-    child's stderr if it exits first."""
+def read_until(proc: Any, marker: str, *, prefix: bool = False) -> list[str]:
+    """The lines a child printed before the line ``marker`` (or starting with it: ``prefix``),
+    which is consumed; fails with the child's stderr if it exits first."""
     lines = []
     for line in iter(proc.stdout.readline, ""):
-        if line.strip() == marker:
+        text = line.strip()
+        if text == marker or (prefix and text.startswith(marker)):
             return lines
         lines.append(line.strip())
     proc.wait()
