@@ -44,7 +44,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 from . import _journal_format as fmt
 from ._errors import JournalError
@@ -67,6 +67,10 @@ _SYNCHRONOUS = ("full", "normal")
 _SYNCHRONOUS_LEVELS = {"normal": 1, "full": 2}  # what PRAGMA synchronous reports
 
 
+@overload
+def wall_time(monotonic_seconds: float) -> float: ...
+@overload
+def wall_time(monotonic_seconds: None) -> None: ...
 def wall_time(monotonic_seconds: float | None) -> float | None:
     """A ``time.monotonic()`` reading as wall-clock seconds (``time.time()``), for the file:
     monotonic times mean nothing after a restart."""

@@ -17,6 +17,7 @@ Entry i of group g has the id ``(tag, g, i)`` and, as its result, `payload` byte
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import sys
@@ -32,6 +33,14 @@ def payload(tag: str, g: int, i: int, size: int) -> bytes:
 
 def _say(line: str) -> None:
     os.write(sys.stdout.fileno(), (line + "\n").encode())
+
+
+def _acknowledge(g: int, _entries: object) -> None:
+    _say(f"a {g}")
+
+
+def _failed(g: int, _entries: object, error: BaseException) -> None:
+    _say(f"e {g} {error}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -63,8 +72,7 @@ def main(argv: list[str] | None = None) -> None:
             entries.append(JournalEntry.succeeded(
                 journal.key(tid), tid, journal.encode_result(payload(args.tag, g, i, args.size)),
                 attempts=1, priority=g))
-        journal.write(entries, lambda _es, g=g: _say(f"a {g}"),
-                      lambda _es, err, g=g: _say(f"e {g} {err}"))
+        journal.write(entries, functools.partial(_acknowledge, g), functools.partial(_failed, g))
         _say(f"w {g}")
         g += 1
     closed = journal.close(timeout=60)

@@ -6,7 +6,7 @@ import sqlite3
 import threading
 from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from neon_nb._journal import Journal, JournalEntry
 
@@ -60,10 +60,16 @@ def integrity(path: Path) -> list[tuple]:
         conn.close()
 
 
+def pipe(stream: IO[str] | None) -> IO[str]:
+    """A child's pipe (Popen's are Optional to type checkers; ours are always set)."""
+    assert stream is not None
+    return stream
+
+
 def read_until(proc: Any, marker: str, *, prefix: bool = False) -> list[str]:
     """The lines a child printed before the line ``marker`` (or starting with it: ``prefix``),
     which is consumed; fails with the child's stderr if it exits first."""
-    lines = []
+    lines: list[str] = []
     for line in iter(proc.stdout.readline, ""):
         text = line.strip()
         if text == marker or (prefix and text.startswith(marker)):

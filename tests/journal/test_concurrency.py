@@ -19,7 +19,7 @@ from neon_nb import JournalError, open_journal
 
 from ..conftest import WAIT, wait_until
 from . import child
-from .helpers import Calls, entry, integrity, read_until, stored_keys
+from .helpers import Calls, entry, integrity, pipe, read_until, stored_keys
 
 
 def _hold(journal, gate):
@@ -134,7 +134,11 @@ def test_a_call_larger_than_max_pending_waits_for_an_empty_queue_not_forever(mak
     _hold(j, gate)
     j.write([entry("small", 0)], lambda _e: None)
     returned = threading.Event()
-    t = threading.Thread(target=lambda: (j.write(big[:5], done.on_durable), returned.set()))
+    def write_big() -> None:
+        j.write(big[:5], done.on_durable)
+        returned.set()
+
+    t = threading.Thread(target=write_big)
     t.start()
     assert wait_until(lambda: j.stats().blocked == 1) and not returned.is_set()
     gate.set()
@@ -159,12 +163,19 @@ def test_close_writes_the_pending_entries_and_waiting_calls_first(make_journal, 
     for i in range(3):
         j.write([entry(i, i)], calls.on_durable)
     blocked_returned = threading.Event()
-    t = threading.Thread(target=lambda: (j.write([entry(3, 3)], calls.on_durable),
-                                         blocked_returned.set()))
+    def fourth() -> None:
+        j.write([entry(3, 3)], calls.on_durable)
+        blocked_returned.set()
+
+    t = threading.Thread(target=fourth)
     t.start()
     assert wait_until(lambda: j.stats().blocked == 1)
     closed = threading.Event()
-    closer = threading.Thread(target=lambda: j.close(timeout=WAIT) and closed.set())
+    def close() -> None:
+        if j.close(timeout=WAIT):
+            closed.set()
+
+    closer = threading.Thread(target=close)
     closer.start()
     # The close releases the waiting call (it is written, not refused) but cannot finish while
     # the writer is held; new calls are refused at once.
@@ -248,16 +259,16 @@ def test_two_processes_write_one_journal_at_once(path):
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for tag in ("p1", "p2")]
     for p in procs:  # both open the (missing) file at the same moment and write a third
-        p.stdin.write("go\n")
-        p.stdin.flush()
+        pipe(p.stdin).write("go\n")
+        pipe(p.stdin).flush()
     early: list[list[str]] = []
     for p in procs:  # both now have the journal open and have written into it: go on together
         early.append(read_until(p, "paused"))
     for p in procs:
-        p.stdin.write("go\n")
-        p.stdin.close()
+        pipe(p.stdin).write("go\n")
+        pipe(p.stdin).close()
     # Read through the same buffered pipes as read_until (communicate() would skip their buffers).
-    outputs = [(p.stdout.read(), p.stderr.read(), p.wait(timeout=120)) for p in procs]
+    outputs = [(pipe(p.stdout).read(), pipe(p.stderr).read(), p.wait(timeout=120)) for p in procs]
     for before, (out, err, status) in zip(early, outputs):
         assert status == 0, err
         lines = before + out.splitlines()

@@ -24,7 +24,7 @@ import pytest
 from neon_nb import open_journal
 
 from . import child
-from .helpers import integrity, read_until
+from .helpers import integrity, pipe, read_until
 
 
 def _run_and_kill(path: Path, tag: str, rng: random.Random, acks: int, pause: float,
@@ -37,15 +37,15 @@ def _run_and_kill(path: Path, tag: str, rng: random.Random, acks: int, pause: fl
         read_until(proc, "ready", prefix=True)
         lines, seen = [], 0
         while seen < acks:
-            line = proc.stdout.readline()
-            assert line, f"the child exited early: {proc.stderr.read()[-2000:]}"
+            line = pipe(proc.stdout).readline()
+            assert line, f"the child exited early: {pipe(proc.stderr).read()[-2000:]}"
             lines.append(line)
             seen += line.startswith("a ")
         threading.Event().wait(rng.uniform(0, pause))  # a random moment, not a synchronisation
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    lines += proc.stdout.read().splitlines()  # what it wrote to the pipe before it died
+    lines += pipe(proc.stdout).read().splitlines()  # what it wrote to the pipe before it died
     assert proc.returncode == -signal.SIGKILL
     assert not [x for x in lines if x.startswith("e ")], lines
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sqlite3
 import stat
@@ -105,7 +106,7 @@ def test_an_empty_file_becomes_a_journal_for_the_writer_but_not_for_the_reader(p
 def test_synchronous_is_what_sqlite_reports_for_the_writers_connection(path, setting):
     with Journal(path, synchronous=setting) as j:
         assert j.synchronous == setting
-    assert Journal.__init__.__kwdefaults__["synchronous"] == "full"  # survives a power loss
+    assert inspect.signature(Journal).parameters["synchronous"].default == "full"  # power loss
 
 
 def test_opening_waits_while_another_connection_keeps_the_file_from_switching_to_wal(path):
@@ -114,8 +115,12 @@ def test_opening_waits_while_another_connection_keeps_the_file_from_switching_to
     try:
         with pytest.raises(JournalError, match="database is locked"):
             Journal(path, busy_timeout=0.2)  # the lock outlasts busy_timeout: a clear error
-        opened: dict = {}
-        t = threading.Thread(target=lambda: opened.setdefault("j", Journal(path)))
+        opened: dict[str, Journal] = {}
+
+        def open_it() -> None:
+            opened["j"] = Journal(path)
+
+        t = threading.Thread(target=open_it)
         t.start()
         threading.Event().wait(0.2)  # let it try while the lock is held (if it does not, fine)
     finally:

@@ -7,6 +7,7 @@ import pickle
 import sqlite3
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -120,7 +121,7 @@ def test_entries_carry_error_text_and_a_picklable_exception_when_possible():
 
     ok = JournalEntry.failed("'k'", "k", ValueError("bad value"), attempts=3)
     assert (ok.state, ok.error, ok.attempts) == ("failed", "ValueError: bad value", 3)
-    assert isinstance(pickle.loads(ok.payload), ValueError)
+    assert ok.payload is not None and isinstance(pickle.loads(ok.payload), ValueError)
     odd = JournalEntry.failed("'k'", "k", NeedsTwo(1, 2))
     assert odd.payload is None and odd.error == "NeedsTwo: 1-2"
 
@@ -145,7 +146,7 @@ def test_a_result_that_cannot_be_loaded_here_is_a_clear_error_on_access(make_jou
     e = JournalEntry("'k'", "'k'", "succeeded", unloadable, None, 1, 0, None, None, None)
     _write_and_wait(j, [e])
     out = j.lookup(["'k'"])["'k'"]  # finding it works; only loading the value fails
-    with pytest.raises(JournalError, match="result of task 'k' cannot be loaded.*no_such_module"):
+    with pytest.raises(JournalError, match=r"result of task 'k' cannot be loaded.*no_such_module"):
         out.result()
 
 
@@ -233,13 +234,15 @@ def test_one_bad_call_in_a_group_fails_alone(make_journal, gate):
     good, bad = Calls(), Calls()
     j.write([entry("g1", 1)], good.on_durable, good.on_error)
     # A payload SQLite cannot bind: the whole group's transaction fails on it.
-    j.write([entry("b1", 1), entry("b2", 2)._replace(payload=[1, 2])], bad.on_durable, bad.on_error)
+    unbindable: Any = [1, 2]
+    j.write([entry("b1", 1), entry("b2", 2)._replace(payload=unbindable)], bad.on_durable,
+            bad.on_error)
     j.write([entry("g2", 2)], good.on_durable, good.on_error)
     gate.set()
     assert j.flush(timeout=WAIT)
     assert [[e.task_id for e in es] for es in good.durable] == [["'g1'"], ["'g2'"]]
     assert not bad.durable and len(bad.errors) == 1
-    entries, error = bad.errors[0]
+    _entries, error = bad.errors[0]
     assert isinstance(error, JournalError) and isinstance(error.__cause__, sqlite3.Error)
     assert "could not write 2 task outcome(s)" in str(error)
     assert stored_keys(j.path) == ["'first'", "'g1'", "'g2'"]  # never half of the bad call
@@ -312,7 +315,7 @@ def test_close_ends_the_run_and_is_idempotent(make_journal, path):
     with open_journal(path) as reader:
         (run,) = reader.runs()
     assert (run.name, run.ended, run.succeeded) == ("nightly", True, 1)
-    assert run.started_at <= run.ended_at
+    assert run.ended_at is not None and run.started_at <= run.ended_at
 
 
 def test_the_journal_is_a_context_manager(path):
