@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--only core|dashboard|backends] [--reps N]``.
+"""``python -m benchmarks [--quick] [--only core|dashboard|backends|journal] [--reps N]``.
 
 Prints one table per benchmark, then a targets table with PASS/MISS for each
 goal. A missed target is reported, not hidden; the exit status is 0 either way
@@ -18,7 +18,7 @@ from typing import Any
 
 from ._report import Target, section, table
 
-SUITES = ("core", "dashboard", "backends")
+SUITES = ("core", "dashboard", "backends", "journal")
 
 
 def _print(line: str = "") -> None:

@@ -19,7 +19,9 @@ relies on, from SQLite's documentation:
 
 Grouping and the crash bound. `write` appends to an in-memory queue and returns; one writer
 thread takes everything queued, writes it in ONE transaction, commits, then calls each ``write``
-call's ``on_durable`` in order. An entry counts as pending from `write` until its commit;
+call's ``on_durable`` in order. While outcomes keep coming it starts at most one transaction per
+``group_delay`` (2 ms), so that they share transactions; after a quiet ``group_delay`` it
+commits at once. An entry counts as pending from `write` until its commit;
 `write` blocks while ``max_pending`` entries are pending (a single larger call waits until none
 is). So at any moment at most ``max_pending`` finished outcomes (or one larger call's) exist only
 in memory: that is the most a crash can lose. Their futures were not resolved, so nobody saw
@@ -138,11 +140,13 @@ class Journal:
     ``run_name``: a label for this run. ``keep_failed``: `lookup` also returns final failures
     (by default a failed task is run again). ``max_pending`` (>= 1): the most entries waiting
     for their commit before `write` blocks, the bound of what a crash can lose.
-    ``group_delay`` (seconds, >= 0): how long the writer waits for more entries to join a
-    group that is not yet half of ``max_pending``, trading that much latency for fewer
-    transactions. ``synchronous``: ``"full"`` (a commit survives a power loss) or
-    ``"normal"`` (it survives a crash of the process only). ``busy_timeout`` (seconds > 0):
-    how long a write waits while another process holds the file's write lock.
+    ``group_delay`` (seconds, >= 0): while outcomes keep coming, the writer starts at most
+    one transaction per ``group_delay`` (sooner once half of ``max_pending`` is waiting), so
+    that they share transactions: less CPU per entry, up to that much added latency. On a
+    journal quiet for ``group_delay``, an outcome is committed at once.
+    ``synchronous``: ``"full"`` (a commit survives a power loss) or ``"normal"`` (it
+    survives a crash of the process only). ``busy_timeout`` (seconds > 0): how long a write
+    waits while another process holds the file's write lock.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, run_name: str = "", keep_failed: bool = False,
@@ -174,6 +178,7 @@ class Journal:
         self._pending = 0        # entries queued or being committed
         self._blocked = 0        # write() calls waiting for room
         self._writer_idle = False
+        self._last_commit = -math.inf  # when the writer's last transaction ended (monotonic)
         self._flushing = 0
         self._calls_in = 0       # write() calls accepted
         self._calls_done = 0     # write() calls whose callback has returned
@@ -372,10 +377,10 @@ class Journal:
             return group
 
     def _gather(self) -> None:
-        # With the lock held: give more calls up to group_delay to join a small group.
-        if self.group_delay <= 0:
-            return
-        deadline = time.monotonic() + self.group_delay
+        # With the lock held. While outcomes keep coming, start at most one transaction per
+        # group_delay, so that the later calls join this group (fewer, larger transactions:
+        # less CPU per entry). After a quiet group_delay, commit at once (no added latency).
+        deadline = self._last_commit + self.group_delay
         while self._pending < self._group_target and not self._closing and not self._flushing:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -390,6 +395,7 @@ class Journal:
                                                                    sqlite3.OperationalError):
             # A bad value in one call must not fail the others: each call on its own.
             results = [self._insert(entries) for entries, _, _ in group]
+        self._last_commit = time.monotonic()  # only the writer thread uses it
         with self._lock:
             self._pending -= len(rows)
             self._room.notify_all()

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from benchmarks import Target, bench_core
+from benchmarks import Target, bench_core, bench_journal
 from benchmarks.__main__ import _as_targets, _run_optional, main
 from benchmarks._report import table
 
@@ -70,3 +70,23 @@ def test_targets_and_table_helpers():
     text = table(["name", "value"], [["x", 1234.5], ["yy", None]])
     lines = text.splitlines()
     assert lines[0].startswith("name") and "1,234" in lines[2] and lines[3].rstrip().endswith("-")
+
+
+def test_journal_benchmark_structure(tmp_path):
+    rows = bench_journal.throughput(tmp_path, n=64, sizes=(1, 16), synchronous=("normal",), reps=1)
+    assert [(r.label, r.synchronous) for r in rows] == [("1 per call", "normal"),
+                                                       ("16 per call", "normal")]
+    assert all(r.rate > 0 and 1 <= r.per_transaction <= 64 for r in rows)
+    (cost,) = bench_journal.caller_cost(tmp_path, n=32, sizes=(4,), reps=1)
+    assert cost.call_size == 4 and 0 < cost.write_us < cost.build_us
+    (many,) = bench_journal.threads(tmp_path, n_threads=3, per_thread=10, synchronous=("full",), reps=1)
+    assert many.entries == 30 and many.rate > 0
+    lat = bench_journal.latency(tmp_path, n=3, synchronous=("normal",), delays=(0.0,), gaps=(0.0,))
+    assert len(lat) == 1 and 0 < lat[0].p50_ms <= lat[0].p99_ms
+
+
+def test_journal_benchmark_run_returns_its_two_targets():
+    lines: list[str] = []
+    targets = bench_journal.run(lines.append, quick=True)
+    assert [t.name.split(",")[0] for t in targets] == ["journal", "journal"]
+    assert any("worker level" in line for line in lines)

@@ -298,3 +298,23 @@ def test_stats_and_repr_describe_the_journal(make_journal, path: Path):
     assert j.flush(timeout=WAIT)
     assert j.stats().entries == 1 and j.stats().transactions == 1
     assert repr(j) == f"<Journal {str(path)!r} run {j.run_id} open, 0 pending, 1 written>"
+
+
+def test_group_delay_holds_a_stream_but_not_a_lone_outcome(make_journal):
+    # A delay far beyond the test's waits: whatever is committed early was not held back by it.
+    j = make_journal(group_delay=60.0, max_pending=8)
+    first = Calls()
+    j.write([entry("lone", 1)], first.on_durable)  # a quiet journal: committed at once
+    assert first.any.wait(WAIT)
+    second = Calls()
+    j.write([entry("next", 2)], second.on_durable)  # right after a commit: waits for company
+    assert not second.any.wait(0.1)
+    assert j.flush(timeout=WAIT) and len(second.durable) == 1  # flush() cuts the wait short
+    third = Calls()
+    j.write([entry("a", 3)], third.on_durable)
+    assert not third.any.wait(0.1)
+    j.write([entry("b", 4), entry("c", 5), entry("d", 6)], third.on_durable)  # half of max_pending
+    assert wait_until(lambda: len(third.durable) == 2)
+    assert j.stats().transactions == 3  # lone; next; a with b, c and d
+    j.write([entry("e", 7)], third.on_durable)
+    assert j.close(timeout=WAIT) and len(third.durable) == 3  # close() does not wait either

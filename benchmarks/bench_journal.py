@@ -1,0 +1,274 @@
+"""The journal's storage layer: outcomes through ``Journal.write()`` -> ``on_durable``.
+
+1. Throughput by call size: one producer hands N entries to ``write()`` in calls of 1, 4,
+   16, 64, 256 and 512 entries (``max_pending`` 256, ``group_delay`` 2 ms), with
+   ``synchronous="full"`` (the default: a commit survives a power loss) and ``"normal"``
+   (it survives a process crash). Entries per second from the first ``write()`` to the last
+   ``on_durable``, and the entries per transaction the writer formed.
+2. Cost on the calling thread, per entry: ``write()`` alone (entries built beforehand), and
+   building the entry as the worker will (``key``, ``encode_result`` of a small result,
+   ``JournalEntry.succeeded``) plus ``write()``; ``max_pending`` above N so that the caller
+   never waits for the writer (this is the cost, not the backpressure).
+3. How the worker writes: 16 threads, one entry per ``write()`` call.
+4. Latency of one entry, ``write()`` to ``on_durable`` (p50 / p99), with ``group_delay`` 0
+   and 2 ms: what a resolved future waits for. Entries one at a time, each waited for, either
+   back to back (a stream: the delay applies) or 5 ms apart (a quiet journal: it does not).
+
+Goals, derived from the worker-level target (16 threads of 2 ms IO-bound tasks produce at
+most 8,000 outcomes a second): (3) >= 8,000 entries/s with ``synchronous="full"``; (2) a
+built-and-written entry costs the calling thread <= 20 us (1% of a 2 ms task).
+
+Worker level: journal on versus off, 2 ms IO-bound tasks on 16 threads (goal >= 0.9x), and
+the no-op figure, side by side, are measured once ``NeonWorker(journal=...)`` writes to the
+journal; they belong in ``run`` below, after the storage figures.
+
+Run: ``.venv/bin/python -m benchmarks --only journal`` or
+``.venv/bin/python -m benchmarks.bench_journal``. The journal files go to a temporary
+directory (the default one of ``tempfile``: its disk decides the fsync cost).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: python benchmarks/bench_journal.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks._report import PrintFn, Target, machine_line, median, section, table
+else:
+    from ._report import PrintFn, Target, machine_line, median, section, table
+
+from neon_nb._journal import Journal, JournalEntry
+
+__all__ = ["CallerCost", "Latency", "Throughput", "caller_cost", "latency", "run", "threads",
+           "throughput"]
+
+_perf = time.perf_counter
+CALL_SIZES = (1, 4, 16, 64, 256, 512)
+SYNCHRONOUS = ("full", "normal")
+THREADS = 16
+TARGET_RATE = 8_000.0   # entries/s: 16 threads finishing 2 ms tasks
+TARGET_COST_US = 20.0   # us per entry on the calling thread: 1% of a 2 ms task
+
+
+@dataclass
+class Throughput:
+    """Entries per second through write() -> on_durable (medians over ``reps``)."""
+
+    label: str
+    synchronous: str
+    entries: int
+    rate: float
+    per_transaction: float
+
+
+@dataclass
+class CallerCost:
+    """Microseconds per entry spent on the calling thread."""
+
+    call_size: int
+    write_us: float   # write() alone
+    build_us: float   # key + encode_result + JournalEntry.succeeded + write()
+
+
+@dataclass
+class Latency:
+    """write() -> on_durable of one entry, in milliseconds, entries ``gap`` seconds apart."""
+
+    synchronous: str
+    group_delay: float
+    gap: float
+    p50_ms: float
+    p99_ms: float
+
+
+class _Counter:
+    """Counts entries in on_durable (the writer thread only) and signals the last one."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.seen, self.done = total, 0, threading.Event()
+
+    def __call__(self, entries) -> None:
+        self.seen += len(entries)
+        if self.seen >= self.total:
+            self.done.set()
+
+
+def _entries(n: int, tag: str) -> list[JournalEntry]:
+    payload = Journal.encode_result(("a small result", 1.5))
+    return [JournalEntry.succeeded(Journal.key((tag, i)), (tag, i), payload) for i in range(n)]
+
+
+def _calls(entries: list[JournalEntry], size: int) -> list[list[JournalEntry]]:
+    return [entries[lo:lo + size] for lo in range(0, len(entries), size)]
+
+
+def _fresh(folder: Path, name: str) -> Path:
+    path = folder / name
+    for leftover in folder.glob(name + "*"):
+        leftover.unlink()
+    return path
+
+
+def _one_throughput(folder: Path, n: int, size: int, synchronous: str) -> tuple[float, float]:
+    calls = _calls(_entries(n, "t"), size)
+    counter = _Counter(n)
+    with Journal(_fresh(folder, "throughput.db"), synchronous=synchronous) as j:
+        t0 = _perf()
+        for call in calls:
+            j.write(call, counter)
+        counter.done.wait()
+        elapsed = _perf() - t0
+        stats = j.stats()
+    return n / elapsed, stats.entries / max(1, stats.transactions)
+
+
+def throughput(folder: Path, n: int = 20_000, sizes=CALL_SIZES, synchronous=SYNCHRONOUS,
+               reps: int = 3) -> list[Throughput]:
+    """Section 1: one producer, calls of each size; interleaved repetitions, medians."""
+    runs: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for _ in range(reps):
+        for sync in synchronous:
+            for size in sizes:
+                runs.setdefault((sync, size), []).append(_one_throughput(folder, n, size, sync))
+    return [Throughput(f"{size} per call", sync, n, median([r for r, _ in got]),
+                       median([g for _, g in got])) for (sync, size), got in runs.items()]
+
+
+def _one_cost(folder: Path, n: int, size: int) -> tuple[float, float]:
+    prebuilt = _calls(_entries(n, "w"), size)
+    counter = _Counter(n)
+    with Journal(_fresh(folder, "cost.db"), max_pending=n + size) as j:
+        t0 = _perf()
+        for call in prebuilt:
+            j.write(call, counter)
+        write_only = (_perf() - t0) / n
+        assert j.flush(timeout=120)
+        counter = _Counter(n)
+        t0 = _perf()
+        for lo in range(0, n, size):
+            call = [JournalEntry.succeeded(j.key(("b", i)), ("b", i), j.encode_result(("r", i * 1.5)))
+                    for i in range(lo, min(n, lo + size))]
+            j.write(call, counter)
+        built = (_perf() - t0) / n
+    return write_only * 1e6, built * 1e6
+
+
+def caller_cost(folder: Path, n: int = 20_000, sizes=CALL_SIZES, reps: int = 3) -> list[CallerCost]:
+    """Section 2: microseconds per entry on the calling thread (medians)."""
+    out = []
+    for size in sizes:
+        got = [_one_cost(folder, n, size) for _ in range(reps)]
+        out.append(CallerCost(size, median([w for w, _ in got]), median([b for _, b in got])))
+    return out
+
+
+def _one_threads(folder: Path, n_threads: int, per_thread: int, sync: str) -> tuple[float, float]:
+    total = n_threads * per_thread
+    counter = _Counter(total)
+    start = threading.Barrier(n_threads + 1)
+    with Journal(_fresh(folder, "threads.db"), synchronous=sync) as j:
+
+        def produce(t: int) -> None:
+            mine = _entries(per_thread, f"p{t}")
+            start.wait()
+            for e in mine:
+                j.write([e], counter)
+
+        workers = [threading.Thread(target=produce, args=(t,)) for t in range(n_threads)]
+        for w in workers:
+            w.start()
+        start.wait()
+        t0 = _perf()
+        counter.done.wait()
+        elapsed = _perf() - t0
+        for w in workers:
+            w.join()
+        stats = j.stats()
+    return total / elapsed, stats.entries / max(1, stats.transactions)
+
+
+def threads(folder: Path, n_threads: int = THREADS, per_thread: int = 2_000,
+            synchronous=SYNCHRONOUS, reps: int = 3) -> list[Throughput]:
+    """Section 3: ``n_threads`` producers, one entry per call (medians)."""
+    out = []
+    for sync in synchronous:
+        got = [_one_threads(folder, n_threads, per_thread, sync) for _ in range(reps)]
+        out.append(Throughput(f"{n_threads} threads, 1 per call", sync, n_threads * per_thread,
+                              median([r for r, _ in got]), median([g for _, g in got])))
+    return out
+
+
+def latency(folder: Path, n: int = 100, synchronous=SYNCHRONOUS, delays=(0.0, 0.002),
+            gaps=(0.0, 0.005)) -> list[Latency]:
+    """Section 4: one entry at a time, each waited for, ``gap`` seconds apart."""
+    out = []
+    for sync in synchronous:
+        for delay in delays:
+            for gap in gaps:
+                times = _latencies(folder, n, sync, delay, gap)
+                out.append(Latency(sync, delay, gap, median(times),
+                                   times[min(len(times) - 1, int(len(times) * 0.99))]))
+    return out
+
+
+def _latencies(folder: Path, n: int, sync: str, delay: float, gap: float) -> list[float]:
+    times = []
+    pause = threading.Event()  # never set: its wait() is the gap between two entries
+    with Journal(_fresh(folder, "latency.db"), synchronous=sync, group_delay=delay) as j:
+        for e in _entries(n, "l"):
+            pause.wait(gap)
+            one = _Counter(1)
+            t0 = _perf()
+            j.write([e], one)
+            one.done.wait()
+            times.append((_perf() - t0) * 1e3)
+    return sorted(times)
+
+
+def run(print_fn: PrintFn = print, quick: bool = False) -> list[Target]:
+    """Measure and print the four sections; return the targets (see the module docstring)."""
+    print_fn(f"machine: {machine_line()}")
+    n, reps, per_thread, lat_n = (2_000, 1, 200, 20) if quick else (20_000, 3, 2_000, 100)
+    folder = Path(tempfile.mkdtemp(prefix="neon_nb-bench-journal-"))
+    try:
+        section(print_fn, f"write() -> on_durable, one producer, {n:,} entries")
+        rows = throughput(folder, n, reps=reps)
+        print_fn(table(["call size", "synchronous", "entries/s", "entries/transaction"],
+                       [[r.label, r.synchronous, r.rate, r.per_transaction] for r in rows]))
+        section(print_fn, "cost on the calling thread, us per entry")
+        costs = caller_cost(folder, n, reps=reps)
+        print_fn(table(["call size", "write() only", "key + encode + entry + write()"],
+                       [[c.call_size, c.write_us, c.build_us] for c in costs]))
+        section(print_fn, f"{THREADS} threads, one entry per write() call")
+        many = threads(folder, per_thread=per_thread, reps=reps)
+        print_fn(table(["producers", "synchronous", "entries/s", "entries/transaction"],
+                       [[r.label, r.synchronous, r.rate, r.per_transaction] for r in many]))
+        section(print_fn, "latency of one entry, write() -> on_durable")
+        lat = latency(folder, lat_n)
+        print_fn(table(["synchronous", "group_delay (ms)", "entries", "p50 (ms)", "p99 (ms)"],
+                       [[x.synchronous, x.group_delay * 1e3,
+                         "5 ms apart" if x.gap else "back to back", x.p50_ms, x.p99_ms]
+                        for x in lat]))
+        print_fn("")
+        print_fn("worker level (journal on vs off, 2 ms IO tasks on 16 threads; no-op tasks): "
+                 "measured once NeonWorker writes to the journal")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    full = next(r for r in many if r.synchronous == "full")
+    one = next(c for c in costs if c.call_size == 1)
+    return [
+        Target(f"journal, {THREADS} threads x 1-entry writes (synchronous=full)",
+               f"{full.rate:,.0f}/s", f">= {TARGET_RATE:,.0f}/s", full.rate >= TARGET_RATE),
+        Target("journal, cost per entry on the calling thread (key, encode, write)",
+               f"{one.build_us:.1f} us", f"<= {TARGET_COST_US:.0f} us", one.build_us <= TARGET_COST_US),
+    ]
+
+
+if __name__ == "__main__":
+    run(quick="--quick" in sys.argv)
