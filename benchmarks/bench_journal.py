@@ -13,6 +13,10 @@
 4. Latency of one entry, ``write()`` to ``on_durable`` (p50 / p99), with ``group_delay`` 0
    and 2 ms: what a resolved future waits for. Entries one at a time, each waited for, either
    back to back (a stream: the delay applies) or 5 ms apart (a quiet journal: it does not).
+5. CPU per entry at the worker-level pace: 16 threads that each wait 2 ms (an IO-bound task)
+   then build and write one entry. The CPU time of the whole process per entry, minus that of
+   the same threads that only wait (the journal's share), and the writer thread's own part.
+   Under the GIL this CPU is what the journal takes from the worker threads.
 
 Goals, derived from the worker-level target (16 threads of 2 ms IO-bound tasks produce at
 most 8,000 outcomes a second): (3) >= 8,000 entries/s with ``synchronous="full"``; (2) a
@@ -45,8 +49,8 @@ else:
 
 from neon_nb._journal import Journal, JournalEntry
 
-__all__ = ["CallerCost", "Latency", "Throughput", "caller_cost", "latency", "run", "threads",
-           "throughput"]
+__all__ = ["CallerCost", "Latency", "Paced", "Throughput", "caller_cost", "latency", "paced",
+           "run", "threads", "throughput"]
 
 _perf = time.perf_counter
 CALL_SIZES = (1, 4, 16, 64, 256, 512)
@@ -77,6 +81,17 @@ class CallerCost:
 
 
 @dataclass
+class Paced:
+    """CPU microseconds per entry with 16 producers paced like 2 ms tasks (medians)."""
+
+    synchronous: str
+    rate: float          # entries/s reached (the pace allows 16 / 2 ms = 8,000/s)
+    journal_us: float    # process CPU per entry, minus the same threads without a journal
+    writer_us: float     # the writer thread's CPU per entry
+    per_transaction: float
+
+
+@dataclass
 class Latency:
     """write() -> on_durable of one entry, in milliseconds, entries ``gap`` seconds apart."""
 
@@ -88,14 +103,17 @@ class Latency:
 
 
 class _Counter:
-    """Counts entries in on_durable (the writer thread only) and signals the last one."""
+    """Counts entries in on_durable (the writer thread only) and signals the last one, noting
+    the writer thread's CPU time then."""
 
     def __init__(self, total: int) -> None:
         self.total, self.seen, self.done = total, 0, threading.Event()
+        self.writer_cpu = 0.0
 
     def __call__(self, entries) -> None:
         self.seen += len(entries)
         if self.seen >= self.total:
+            self.writer_cpu = time.thread_time()
             self.done.set()
 
 
@@ -204,6 +222,59 @@ def threads(folder: Path, n_threads: int = THREADS, per_thread: int = 2_000,
     return out
 
 
+def _paced_run(folder: Path, sync: str | None, n_threads: int, per_thread: int,
+               task: float) -> tuple[float, float, float, float]:
+    """(entries/s, process CPU s, writer CPU s, entries per transaction); ``sync`` None: no
+    journal, the threads only wait."""
+    total = n_threads * per_thread
+    counter = _Counter(total)
+    start = threading.Barrier(n_threads + 1)
+    journal = Journal(_fresh(folder, "paced.db"), synchronous=sync) if sync else None
+
+    def produce(t: int) -> None:
+        pause = threading.Event()  # never set: its wait() stands for a task's IO
+        start.wait()
+        for i in range(per_thread):
+            pause.wait(task)
+            if journal is not None:
+                tid = (t, i)
+                journal.write([JournalEntry.succeeded(journal.key(tid), tid,
+                                                      journal.encode_result(("r", i)))], counter)
+
+    workers = [threading.Thread(target=produce, args=(t,)) for t in range(n_threads)]
+    for w in workers:
+        w.start()
+    start.wait()
+    c0, t0 = time.process_time(), _perf()
+    for w in workers:
+        w.join()
+    if journal is not None:
+        counter.done.wait()
+    elapsed, cpu = _perf() - t0, time.process_time() - c0
+    per_txn = 0.0
+    if journal is not None:
+        stats = journal.stats()
+        per_txn = stats.entries / max(1, stats.transactions)
+        journal.close()
+    return total / elapsed, cpu, counter.writer_cpu, per_txn
+
+
+def paced(folder: Path, n_threads: int = THREADS, per_thread: int = 400, task: float = 0.002,
+          synchronous=SYNCHRONOUS, reps: int = 3) -> list[Paced]:
+    """Section 5: the journal's CPU per entry at the pace of 16 threads of 2 ms tasks."""
+    total = n_threads * per_thread
+    runs: dict[str | None, list[tuple[float, float, float, float]]] = {}
+    for _ in range(reps):  # interleaved: a burst of load hits every variant alike
+        for sync in (None, *synchronous):
+            runs.setdefault(sync, []).append(_paced_run(folder, sync, n_threads, per_thread, task))
+    base = median([cpu for _, cpu, _, _ in runs[None]])
+    return [Paced(sync, median([r for r, _, _, _ in got]),
+                  (median([cpu for _, cpu, _, _ in got]) - base) / total * 1e6,
+                  median([w for _, _, w, _ in got]) / total * 1e6,
+                  median([g for _, _, _, g in got]))
+            for sync, got in runs.items() if sync is not None]
+
+
 def latency(folder: Path, n: int = 100, synchronous=SYNCHRONOUS, delays=(0.0, 0.002),
             gaps=(0.0, 0.005)) -> list[Latency]:
     """Section 4: one entry at a time, each waited for, ``gap`` seconds apart."""
@@ -255,6 +326,12 @@ def run(print_fn: PrintFn = print, quick: bool = False) -> list[Target]:
                        [[x.synchronous, x.group_delay * 1e3,
                          "5 ms apart" if x.gap else "back to back", x.p50_ms, x.p99_ms]
                         for x in lat]))
+        section(print_fn, f"{THREADS} threads paced like 2 ms tasks, one entry each: CPU per entry")
+        pace = paced(folder, per_thread=per_thread // 5, reps=reps)
+        print_fn(table(["synchronous", "entries/s", "journal CPU (us)", "of it, writer (us)",
+                        "entries/transaction"],
+                       [[p.synchronous, p.rate, p.journal_us, p.writer_us, p.per_transaction]
+                        for p in pace]))
         print_fn("")
         print_fn("worker level (journal on vs off, 2 ms IO tasks on 16 threads; no-op tasks): "
                  "measured once NeonWorker writes to the journal")

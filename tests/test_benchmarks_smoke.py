@@ -81,6 +81,9 @@ def test_journal_benchmark_structure(tmp_path):
     assert cost.call_size == 4 and 0 < cost.write_us < cost.build_us
     (many,) = bench_journal.threads(tmp_path, n_threads=3, per_thread=10, synchronous=("full",), reps=1)
     assert many.entries == 30 and many.rate > 0
+    (pace,) = bench_journal.paced(tmp_path, n_threads=2, per_thread=5, task=0.001,
+                                  synchronous=("normal",), reps=1)
+    assert pace.synchronous == "normal" and pace.rate > 0 and pace.writer_us > 0
     lat = bench_journal.latency(tmp_path, n=3, synchronous=("normal",), delays=(0.0,), gaps=(0.0,))
     assert len(lat) == 1 and 0 < lat[0].p50_ms <= lat[0].p99_ms
 
