@@ -176,7 +176,7 @@ class Journal:
         self._progress = threading.Condition(self._lock)  # flush() waits for callbacks
         self._queue: deque[_Call] = deque()
         self._pending = 0        # entries queued or being committed
-        self._blocked = 0        # write() calls waiting for room
+        self._waiting: deque[object] = deque()  # write() calls waiting for room, in order
         self._writer_idle = False
         self._last_commit = -math.inf  # when the writer's last transaction ended (monotonic)
         self._flushing = 0
@@ -269,7 +269,7 @@ class Journal:
             if self._closing:
                 raise JournalError(f"the journal {str(self.path)!r} is closed; {n} outcome(s) "
                                    f"were not written")
-            if n and self._pending and threading.current_thread() is not self._writer:
+            if n and threading.current_thread() is not self._writer:
                 self._wait_for_room(n)
             self._queue.append((entries, on_durable, on_error))
             self._pending += n
@@ -280,14 +280,23 @@ class Journal:
                 self._wake.notify()
 
     def _wait_for_room(self, n: int) -> None:
-        # Called with the lock held. A call larger than max_pending waits for an empty queue
-        # (never forever). Once closing, waiting calls go in: close() writes them.
-        self._blocked += 1
+        # Called with the lock held. Calls that must wait are let in first come, first served
+        # (a call that finds others waiting queues behind them, even if it would fit), so that
+        # small calls cannot starve a large one. A call larger than max_pending waits for an
+        # empty queue. Once closing, waiting calls go in: close() writes them.
+        if not self._waiting and self._fits(n):
+            return
+        me = object()
+        self._waiting.append(me)
         try:
-            while self._pending and self._pending + n > self.max_pending and not self._closing:
+            while not self._closing and (self._waiting[0] is not me or not self._fits(n)):
                 self._room.wait()
         finally:
-            self._blocked -= 1
+            self._waiting.remove(me)
+            self._room.notify_all()  # the next in line checks for room
+
+    def _fits(self, n: int) -> bool:
+        return not self._pending or self._pending + n <= self.max_pending
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every `write` call made before this one is committed and its callback
@@ -336,7 +345,7 @@ class Journal:
         """A consistent snapshot of the counters. Thread-safe."""
         with self._lock:
             return JournalStats(self._stats[0], self._stats[1], self._stats[2], self._pending,
-                                self._blocked, self._stats[3], self._stats[4])
+                                len(self._waiting), self._stats[3], self._stats[4])
 
     def __enter__(self) -> Journal:
         return self
@@ -366,7 +375,7 @@ class Journal:
         """Everything queued, once there is something (None: closed and drained)."""
         with self._lock:
             while not self._queue:
-                if self._closing and not self._blocked:
+                if self._closing and not self._waiting:
                     return None
                 self._writer_idle = True
                 self._wake.wait()

@@ -318,3 +318,27 @@ def test_group_delay_holds_a_stream_but_not_a_lone_outcome(make_journal):
     assert j.stats().transactions == 3  # lone; next; a with b, c and d
     j.write([entry("e", 7)], third.on_durable)
     assert j.close(timeout=WAIT) and len(third.durable) == 3  # close() does not wait either
+
+
+def test_calls_waiting_for_room_go_in_first_come_first_served(make_journal, gate):
+    j = make_journal(max_pending=4)
+    _hold(j, gate)
+    for i in range(3):
+        j.write([entry(i, i)], lambda _e: None)
+    order = Calls()
+    big = [entry(("big", i), i) for i in range(4)]
+
+    def write(entries) -> None:
+        j.write(entries, order.on_durable)
+
+    first = threading.Thread(target=write, args=(big,))  # 3 + 4 > 4: waits
+    first.start()
+    assert wait_until(lambda: j.stats().blocked == 1)
+    second = threading.Thread(target=write, args=([entry("small", 0)],))  # would fit: queues behind
+    second.start()
+    assert wait_until(lambda: j.stats().blocked == 2)
+    gate.set()
+    for t in (first, second):
+        t.join(WAIT)
+    assert j.flush(timeout=WAIT)
+    assert [len(es) for es in order.durable] == [4, 1]
