@@ -146,6 +146,8 @@ def test_a_journal_left_open_at_exit_writes_what_is_pending_and_ends_its_run(pat
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+# Forking a process with threads is the very case under test (Python 3.12+ warns about it).
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_cannot_write_to_its_parents_journal(make_journal, path):
     j = make_journal()
     r, w = os.pipe()
