@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from neon_nb import JournalError, open_journal
+from neon_nb._journal import Journal
 
 from ..conftest import WAIT, wait_until
 from . import child
@@ -342,3 +343,50 @@ def test_calls_waiting_for_room_go_in_first_come_first_served(make_journal, gate
         t.join(WAIT)
     assert j.flush(timeout=WAIT)
     assert [len(es) for es in order.durable] == [4, 1]
+
+
+def _close_amid_writes(path: Path) -> tuple[list[int], list[int]]:
+    """8 threads write to a journal until it refuses; it is closed amid their writes. Returns
+    the calls accepted (write() returned) and those answered (on_durable ran)."""
+    j = Journal(path, max_pending=2, group_delay=0)
+    lock = threading.Lock()
+    accepted: list[int] = []
+    answered: list[int] = []
+    start = threading.Barrier(9)
+
+    def answer(n: int):
+        def on_durable(_entries):
+            with lock:
+                answered.append(n)
+        return on_durable
+
+    def produce(t: int) -> None:
+        start.wait()
+        for i in range(10_000):
+            n = t * 100_000 + i
+            try:
+                j.write([entry(n, n)], answer(n))
+            except JournalError:
+                return
+            with lock:
+                accepted.append(n)
+
+    threads = [threading.Thread(target=produce, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    start.wait()
+    assert wait_until(lambda: j.stats().entries >= 50)  # then close amid the writes
+    assert j.close(timeout=WAIT)
+    for t in threads:
+        t.join(WAIT)
+    return accepted, answered
+
+
+def test_closing_while_many_threads_write_answers_every_accepted_call(tmp_path):
+    """Each write() either raises JournalError (refused: the journal is closing) or returns,
+    and then its callback runs exactly once, also for calls that waited for room at the close."""
+    for round_ in range(30):
+        path = tmp_path / f"close{round_}.db"
+        accepted, answered = _close_amid_writes(path)
+        assert sorted(answered) == sorted(accepted), round_
+        assert len(stored_keys(path)) == len(accepted)
