@@ -46,6 +46,8 @@ STATES = (SUCCEEDED, FAILED)
 
 #: Results are pickled with protocol 5: readable by every Python neon_nb supports.
 PICKLE_PROTOCOL = 5
+#: SQLite's default bound on a BLOB (SQLITE_MAX_LENGTH): a larger pickled result cannot be stored.
+MAX_PAYLOAD_BYTES = 1_000_000_000
 #: Argument digests use protocol 4 for objects without a canonical form; pinned, since a
 #: different protocol would change every key.
 _DIGEST_PROTOCOL = 4
@@ -167,15 +169,21 @@ def _canonical_arg(value: Any) -> bytes:
 # ============================================================ payloads
 def encode_result(value: Any, task_id: Hashable = None) -> bytes:
     """Pickle a task's result, or raise `UnstorableResultError` naming its type."""
+    whose = f"task {task_id!r} returned" if task_id is not None else "the result is"
     try:
-        return pickle.dumps(value, protocol=PICKLE_PROTOCOL)
+        data = pickle.dumps(value, protocol=PICKLE_PROTOCOL)
     except Exception as exc:  # pickling can raise nearly anything (PicklingError, TypeError, ...)
-        whose = f"task {task_id!r} returned" if task_id is not None else "the result is"
         raise UnstorableResultError(
             f"{whose} a {type(value).__module__}.{type(value).__qualname__}, which cannot be "
             f"stored in the journal: pickling it failed with {type(exc).__name__}: {exc}. Return "
             f"a picklable value (built-in types, numpy arrays, classes defined at module level)"
         ) from exc
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise UnstorableResultError(
+            f"{whose} a {type(value).__module__}.{type(value).__qualname__} of {len(data):,} bytes "
+            f"pickled, more than the journal stores ({MAX_PAYLOAD_BYTES:,}, SQLite's bound): "
+            f"write large data to a file and return its path")
+    return data
 
 
 def encode_error(exc: BaseException) -> bytes | None:

@@ -167,6 +167,16 @@ def test_encode_result_names_the_type_and_the_task_that_cannot_be_stored():
         Journal.encode_result({"fine": 1, "lock": threading.Lock()})
 
 
+def test_encode_result_refuses_a_result_larger_than_sqlite_stores(monkeypatch):
+    from neon_nb import _journal_format
+
+    monkeypatch.setattr(_journal_format, "MAX_PAYLOAD_BYTES", 1_000)  # 1 GB is a lot for a test
+    assert len(Journal.encode_result(b"x" * 900)) < 1_000
+    with pytest.raises(UnstorableResultError, match=r"task 'big' returned a builtins\.bytes of "
+                                                    r"2,0\d\d bytes pickled, more than the journal"):
+        Journal.encode_result(b"x" * 2_000, "big")
+
+
 def test_encode_result_round_trips_ordinary_values():
     value = {"a": [1, 2.5, None], "b": (b"x", frozenset({3})), "c": "text"}
     assert pickle.loads(Journal.encode_result(value)) == value
