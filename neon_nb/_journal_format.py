@@ -313,7 +313,9 @@ def schema_version(conn: sqlite3.Connection, path: Path) -> int:
         app = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-    except sqlite3.DatabaseError as exc:
+    except sqlite3.OperationalError as exc:  # locked, unreadable, ...: it may well be a journal
+        raise JournalError(f"cannot read the journal {str(path)!r}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:  # "file is not a database"
         raise JournalError(f"{str(path)!r} is not a neon_nb journal: {exc}") from exc
     if app == 0 and version == 0 and tables == 0:
         return 0
