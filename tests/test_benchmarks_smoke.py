@@ -22,7 +22,8 @@ def test_throughput_structure():
     by_mode = {r.mode.split(" (")[0]: r for r in results}
     assert by_mode[bench_core.MODE_BATCH].idle_p50_us is None
     for mode in (bench_core.MODE_TASK, bench_core.MODE_TPE):
-        assert 0 < by_mode[mode].idle_p50_us <= by_mode[mode].idle_p99_us
+        p50, p99 = by_mode[mode].idle_p50_us, by_mode[mode].idle_p99_us
+        assert p50 is not None and p99 is not None and 0 < p50 <= p99
 
 
 def test_io_efficiency_structure():
