@@ -639,7 +639,7 @@ EXIT_CLOSE_TIMEOUT = 10.0
 
 
 def _register(journal: Journal) -> None:
-    global _exit_hook
+    global _exit_hook  # noqa: PLW0603 - the process has one exit hook for its journals
     with _registry_lock:
         _open_journals.add(journal)
         if not _exit_hook:
@@ -661,7 +661,7 @@ def _close_all_at_exit() -> None:
 def _after_fork_in_child() -> None:
     # The writer thread does not exist in a forked child, nor may SQLite connections be shared
     # across a fork: the parent's journals become unusable here (write() raises).
-    global _fork_generation
+    global _fork_generation  # noqa: PLW0603 - one counter per process, bumped in a forked child
     _fork_generation += 1
     _open_journals.clear()
 
