@@ -23,6 +23,7 @@ from ._errors import (
 )
 from ._events import Event, EventBatch, EventKind, Subscription
 from ._executor import NeonExecutor
+from ._journal import Journal, JournalStats
 from ._journal_format import StoredOutcome
 from ._journal_reader import JournalReader, JournalRun, open_journal
 from ._metrics import LatencySummary, Metrics, MetricsSnapshot, TaskSpan, ThroughputPoint
@@ -46,9 +47,11 @@ __all__ = [
     "EventKind",
     "FlakyTaskError",
     "HealthReport",
+    "Journal",
     "JournalError",
     "JournalReader",
     "JournalRun",
+    "JournalStats",
     "LatencySummary",
     "Metrics",
     "MetricsSnapshot",

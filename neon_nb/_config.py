@@ -78,6 +78,10 @@ class WorkerConfig:
       ``get_task_status`` (>= 0). Counts and metrics keep everything.
     * ``stuck_task_threshold`` (60.0): seconds after which the health check
       flags a running task as stuck (> 0).
+    * ``journal`` (None): the path of a journal file (SQLite, created if
+      missing) where workers write every task's outcome and find finished tasks
+      again (see `NeonWorker`'s ``journal``); None: no journal. Read when a
+      worker is created: changing it affects the workers created afterwards.
     """
 
     max_workers: int = 4
@@ -93,6 +97,7 @@ class WorkerConfig:
     retry_jitter: float = 0.0
     history_size: int = 10_000
     stuck_task_threshold: float = 60.0
+    journal: str | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -135,6 +140,8 @@ def _coerce(name: str, value: Any) -> Any:
     """Normalise harmless spellings (an int for a float, 'info' for 'INFO')."""
     if name == "log_level" and isinstance(value, str):
         return str.upper(value)  # (str's own upper: a subclass's could be anything)
+    if name == "journal" and isinstance(value, os.PathLike):
+        return os.fspath(value)
     if name in _RULES and _RULES[name][0] is float and type(value) is int:
         return float(value)
     return value
@@ -149,6 +156,11 @@ def _validate(name: str, value: Any) -> None:
     if name == "enable_metrics":
         if not isinstance(value, bool):
             raise ConfigTypeError(f"enable_metrics must be True or False, got {value!r}")
+        return
+    if name == "journal":
+        if value is not None and (type(value) is not str or not value):
+            raise ConfigTypeError(f"journal must be None or the path of a journal file (a "
+                                  f"non-empty str), got {value!r}")
         return
     kind, low, inclusive, high = _RULES[name]
     ok_type = (type(value) is int) if kind is int else (type(value) in (int, float))
@@ -174,7 +186,10 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> WorkerConfig:
         if raw is None:
             continue
         try:
-            if name == "log_level":
+            if name == "journal":
+                if raw:  # NEON_JOURNAL= (empty): no journal, as when unset
+                    changes[name] = raw
+            elif name == "log_level":
                 changes[name] = raw
             elif name == "enable_metrics":
                 low = raw.strip().lower()

@@ -61,6 +61,7 @@ class EventKind(str, enum.Enum):
     TASK_FAILED = "task_failed"
     TASK_RETRY_SCHEDULED = "task_retry_scheduled"
     TASK_CANCELLED = "task_cancelled"
+    TASK_RESUMED = "task_resumed"  # found done in the worker's journal: ended without running
     WORKER_STARTED = "worker_started"
     WORKER_RESIZED = "worker_resized"
     WORKER_PAUSED = "worker_paused"
@@ -89,7 +90,8 @@ class Event(NamedTuple):
     attempt for a finished attempt (succeeded, failed, retry scheduled).
     ``thread`` is the worker thread's name for task events. ``detail`` is the
     error text of a failure, the retry delay, ``(old, new)`` pool sizes, or the
-    changed settings.
+    changed settings, or the stored state (``"succeeded"`` or ``"failed"``) of
+    a task resumed from the journal (whose ``attempt`` is the stored one).
     """
 
     seq: int

@@ -126,7 +126,7 @@ class JournalStats(NamedTuple):
     pending: int          # entries handed to write() and not committed yet
     blocked: int          # write() calls waiting for room right now (backpressure)
     write_errors: int     # failed transactions (their calls got on_error)
-    callback_errors: int  # on_durable / on_error callbacks that raised (logged)
+    callback_errors: int  # callbacks and group listeners that raised (logged)
 
 
 class Journal:
@@ -175,6 +175,7 @@ class Journal:
         self._room = threading.Condition(self._lock)      # write() waits for room
         self._progress = threading.Condition(self._lock)  # flush() waits for callbacks
         self._queue: deque[_Call] = deque()
+        self._listeners: tuple[Callable[[], Any], ...] = ()  # add_group_listener
         self._pending = 0        # entries queued or being committed
         self._waiting: deque[object] = deque()  # write() calls waiting for room, in order
         self._writer_idle = False
@@ -217,18 +218,23 @@ class Journal:
         return fmt.encode_error(exc)
 
     # --------------------------------------------------------------------- reading
-    def lookup(self, keys: Sequence[str]) -> dict[str, StoredOutcome]:
+    def lookup(self, keys: Sequence[str], *, keep_failed: bool | None = None
+               ) -> dict[str, StoredOutcome]:
         """The outcomes usable for resuming these keys, by key (keys with none are absent).
 
-        For each key: its latest success; with ``keep_failed``, its latest failure when it
-        never succeeded. Only committed outcomes are seen (from any run or process).
-        Thread-safe; does not wait for the writer.
+        For each key: its latest success; with ``keep_failed`` (None: the journal's
+        setting), its latest failure when it never succeeded. Only committed outcomes are
+        seen (from any run or process). Thread-safe; does not wait for the writer.
         """
         if isinstance(keys, str):
             raise TypeError(f"keys must be a sequence of keys, not one str {keys!r}; write [key]")
+        if keep_failed is not None and not isinstance(keep_failed, bool):
+            raise TypeError(f"keep_failed must be None, True or False, got {keep_failed!r}")
+        self._check_fork()
         wanted = list(dict.fromkeys(keys))
         found: dict[str, StoredOutcome] = {}
-        states = fmt.STATES if self.keep_failed else (fmt.SUCCEEDED,)
+        keep = self.keep_failed if keep_failed is None else keep_failed
+        states = fmt.STATES if keep else (fmt.SUCCEEDED,)
         with self._read_lock:
             conn = self._reader
             if conn is None:
@@ -261,9 +267,7 @@ class Journal:
         if on_error is not None and not callable(on_error):
             raise TypeError(f"on_error must be callable or None, got {on_error!r}")
         _check_entries(entries)
-        if self._generation != _fork_generation:
-            raise JournalError("this journal was opened before the process forked: open a new "
-                               "Journal in the child process")
+        self._check_fork()
         n = len(entries)
         with self._lock:
             if self._closing:
@@ -278,6 +282,11 @@ class Journal:
             # call would cut every group_delay short.
             if self._writer_idle or self._pending >= self._group_target:
                 self._wake.notify()
+
+    def _check_fork(self) -> None:
+        if self._generation != _fork_generation:
+            raise JournalError("this journal was opened before the process forked: open a new "
+                               "Journal in the child process")
 
     def _wait_for_room(self, n: int) -> None:
         # Called with the lock held. Calls that must wait are let in first come, first served
@@ -294,6 +303,22 @@ class Journal:
         finally:
             self._waiting.remove(me)
             self._room.notify_all()  # the next in line checks for room
+
+    def add_group_listener(self, listener: Callable[[], Any]) -> None:
+        """Call ``listener()`` on the writer thread after the callbacks of each group (committed
+        or failed) have returned, before `flush` counts them as done; no lock is held. For
+        owners of many small `write` calls that act once per group (a worker settles the
+        futures of a whole group under one acquisition of its lock). What it raises is logged.
+        Thread-safe."""
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, got {listener!r}")
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
+
+    def remove_group_listener(self, listener: Callable[[], Any]) -> None:
+        """Stop calling ``listener`` (no error if it was not added). Thread-safe."""
+        with self._lock:
+            self._listeners = tuple(x for x in self._listeners if x is not listener)
 
     def _fits(self, n: int) -> bool:
         return not self._pending or self._pending + n <= self.max_pending
@@ -447,12 +472,20 @@ class Journal:
                 elif on_error is not None:
                     on_error(entries, error)
             except Exception:
-                with self._lock:
-                    self._stats[4] += 1
-                logger.exception("a journal callback raised (ignored)")
+                self._count_callback_error()
+        for listener in self._listeners:  # (a tuple, replaced whole: read without the lock)
+            try:
+                listener()
+            except Exception:
+                self._count_callback_error()
         with self._lock:
             self._calls_done += len(group)
             self._progress.notify_all()
+
+    def _count_callback_error(self) -> None:
+        with self._lock:
+            self._stats[4] += 1
+        logger.exception("a journal callback raised (ignored)")
 
     def _finish(self) -> None:
         with self._lock:

@@ -137,6 +137,17 @@ def task_key(task_id: Hashable, fn: Callable[..., Any] | None = None, args: Sequ
     return f"{base} #{hashlib.blake2b(blob, digest_size=12).hexdigest()}"
 
 
+def call_key(fn: Callable[..., Any], args: Sequence[Any] = (),
+             kwargs: Mapping[str, Any] | None = None) -> str:
+    """The key of a task identified by its call alone (its id was generated, not given).
+
+    ``"call <module>.<qualname> #<digest>"``: the function's name, readable, and the digest of
+    `task_key` with arguments. Never equal to an id's key (those are ``repr`` texts).
+    """
+    name, _, _ = _unwrap(fn, (), {})
+    return f"call {name} {task_key('call', fn, args, kwargs, with_args=True).rpartition(' ')[2]}"
+
+
 def _unwrap(fn: Callable[..., Any] | None, args: tuple, kwargs: dict) -> tuple[str, tuple, dict]:
     while isinstance(fn, functools.partial):
         args = fn.args + args

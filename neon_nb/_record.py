@@ -44,12 +44,14 @@ class TaskRecord:
     ``time.monotonic()``; ``attempts`` counts started attempts; ``thread``
     names the thread of the last attempt; ``error`` is the last failure's
     ``"Type: message"``. ``fn``, ``args``, ``kwargs`` and ``future`` are dropped
-    when the task ends (`release`).
+    when the task ends (`release`). ``journal_key`` is the key of its outcome in
+    the worker's journal, set at submission, only when the worker has one.
     """
 
     __slots__ = ("args", "attempts", "enqueued_at", "error", "finished_at", "fn", "future", "id",
-                 "key", "kwargs", "priority", "retry", "seq", "started_at", "state",
+                 "journal_key", "key", "kwargs", "priority", "retry", "seq", "started_at", "state",
                  "submitted_at", "thread")
+    journal_key: str  # (not set by __init__: only a worker with a journal sets and reads it)
 
     def __init__(self, key: Hashable, tid: Hashable, fn: Callable[..., Any], args: tuple,
                  kwargs: dict[str, Any] | None, priority: int, future: TaskFuture,

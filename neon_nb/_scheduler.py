@@ -30,12 +30,13 @@ from ._queue import RetryHeap, TaskQueue
 from ._record import IdKey, TaskRecord, retry_delay
 from ._task import TaskFuture, TaskInfo, TaskState
 
-__all__ = ["QUIET", "AfterLock", "Attempt", "Refusal", "Scheduler"]
+__all__ = ["QUIET", "AfterLock", "Attempt", "Ended", "Refusal", "Scheduler"]
 
 QUEUED, RUNNING, RETRY_WAIT = TaskState.QUEUED, TaskState.RUNNING, TaskState.RETRY_WAIT
 SUCCEEDED, FAILED, CANCELLED = TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED
 _SUBMITTED, _STARTED = EventKind.TASK_SUBMITTED, EventKind.TASK_STARTED
 _SUCCEEDED, _FAILED = EventKind.TASK_SUCCEEDED, EventKind.TASK_FAILED
+_RESUMED = EventKind.TASK_RESUMED
 
 #: Marks this module for the signal handlers: code here may hold a worker's lock.
 NEON_HOLDS_WORKER_LOCKS = True
@@ -53,6 +54,14 @@ class Attempt(NamedTuple):
     error: str | None  # "Type: message" of the exception (formatted outside the lock)
 
 
+class Ended(NamedTuple):
+    """A task that ended on a worker with a journal: its future settles once this is durable."""
+
+    rec: TaskRecord
+    future: TaskFuture
+    value: Any  # what the attempt returned (the journal's encoded result), or the exception
+
+
 class AfterLock(NamedTuple):
     """What must happen once the lock is released: user code (callbacks, log handlers)."""
 
@@ -60,6 +69,7 @@ class AfterLock(NamedTuple):
     retry: tuple[Hashable, int, str, float] | None  # (id, attempt, error, delay) to log
     failure: tuple[Hashable, int, str, BaseException] | None  # (id, attempts, error, exc) to log
     quiet: bool  # nothing at all: the thread may claim its next task in the same critical section
+    journal: Ended | None = None  # to hand to the worker's journal (then ``future`` is None)
 
 
 #: A success with nothing to run after it (no callback, no inline subscriber): no allocation.
@@ -80,6 +90,10 @@ class Scheduler:
     retry), by key; ``history`` the last ``history_size`` ended ones.
     ``submitted == len(queue) + running + retry_waiting + succeeded + failed +
     cancelled`` after every method.
+
+    With a journal (``journaled``), a task that ends does not settle its future:
+    `record` counts it in ``unsettled`` and hands it out (`AfterLock.journal`);
+    the worker settles it once its outcome is durable and then calls `settled`.
     """
 
     def __init__(self, config: WorkerConfig, events: EventLog) -> None:
@@ -102,6 +116,9 @@ class Scheduler:
         self.cancelled_ids: list[Hashable] | None = None  # during a shutdown: what it cancelled
         self.metrics: deque[tuple] | None = None  # attempts waiting to be folded into metrics
         self.on_drained: Callable[[], None] | None = None  # called when nothing is left to run
+        self.journaled = False  # the worker has a journal (see the class docstring)
+        self.unsettled = 0  # ended tasks whose outcome is not durable yet (journaled only)
+        self.resumed = 0  # tasks found done in the journal: ended without running
         # The worker's conditions (set by `bind`), notified here, waited on by the worker.
         self.all_done = self.room = self.retry_due = threading.Condition()
 
@@ -210,6 +227,41 @@ class Scheduler:
         self._after_end()
         return fut
 
+    def resume(self, rec: TaskRecord, ok: bool, value: Any,
+               stored: tuple[int, float, float | None, float | None, str | None]) -> None:
+        """A new record whose outcome was found in the journal: submitted and ended at once.
+
+        ``value`` is the stored result (``ok``) or exception; ``stored`` is (attempts,
+        submitted, started, finished, error text), times as ``time.monotonic()``
+        readings. The id is not live (checked by the caller). Its future is new: no
+        callback waits on it.
+        """
+        now = _now()
+        rec.seq = next(self.seq)
+        # The events are of now (their times follow the log's order); the record then
+        # carries the stored attempts and times, for get_task_status.
+        rec.submitted_at = rec.enqueued_at = rec.finished_at = now
+        rec.attempts, submitted, rec.started_at, finished, rec.error = stored
+        rec.state = SUCCEEDED if ok else FAILED
+        self.submitted += 1
+        self.resumed += 1
+        if ok:
+            self.succeeded += 1
+        else:
+            self.failed += 1
+        if self.events.active:
+            self.events.emit(_SUBMITTED, rec)
+            self.events.emit(_RESUMED, rec, detail=rec.state.value)
+        rec.submitted_at = rec.enqueued_at = submitted
+        rec.finished_at = finished
+        if type(rec.key) is IdKey:
+            self._index(rec.key)  # so that get_task_status finds it by value
+        fut = self._remember(rec)
+        if ok:
+            fut.settle_result(value)
+        else:
+            fut.settle_exception(value)
+
     # =================================================================== running
     def claim(self, thread: str) -> TaskRecord | None:
         """Take the best queued task and mark it running on ``thread``; None if none is queued."""
@@ -246,6 +298,8 @@ class Scheduler:
             self._remember(rec)
             if len(self.live) + len(self.backlog_futures) <= self.inside_waiters:
                 self._after_end()
+            if self.journaled:
+                return self._unsettled(rec, fut, value, None)
             if fut.settle_result(value) or self.events.inline:
                 return AfterLock(fut, None, None, False)
             return QUIET
@@ -263,8 +317,22 @@ class Scheduler:
         if self.events.active:
             self.events.emit(_FAILED, rec, detail=error)
         self._end(rec)
+        if self.journaled:
+            return self._unsettled(rec, fut, value, (rec.id, rec.attempts, error, value))  # type: ignore[arg-type]
         fut.settle_exception(value)
         return AfterLock(fut, None, (rec.id, rec.attempts, error, value), False)  # type: ignore[arg-type]
+
+    def _unsettled(self, rec: TaskRecord, fut: TaskFuture, value: Any,
+                   failure: tuple[Hashable, int, str, BaseException] | None) -> AfterLock:
+        """With a journal: ``rec`` has ended; its future waits for its outcome to be durable."""
+        self.unsettled += 1
+        return AfterLock(None, None, failure, False, Ended(rec, fut, value))
+
+    def settled(self, n: int) -> None:
+        """The futures of ``n`` ended tasks were settled (their outcomes are durable)."""
+        self.unsettled -= n
+        if not self.unsettled and len(self.live) + len(self.backlog_futures) <= self.inside_waiters:
+            self.all_done.notify_all()
 
     def _schedule_retry(self, rec: TaskRecord, due: float, delay: float) -> None:
         rec.state = RETRY_WAIT
@@ -391,8 +459,10 @@ class Scheduler:
 
     # ===================================================== what the worker reads
     def idle(self, inside: bool) -> bool:
-        """Nothing left to wait for: no task live or in the backlog (but the waiting in-task callers')."""
-        return len(self.live) + len(self.backlog_futures) <= (self.inside_waiters if inside else 0)
+        """Nothing left to wait for: no task live or in the backlog (but the waiting in-task
+        callers'), and every ended task's future settled."""
+        return (len(self.live) + len(self.backlog_futures) <= (self.inside_waiters if inside else 0)
+                and not self.unsettled)
 
     def find(self, key: Hashable) -> TaskRecord | None:
         return self.live.get(key) or self.history.get(key)

@@ -66,6 +66,9 @@ class WorkerStatistics:
     counted as submitted when they enter the queue). ``threads`` are the pool's
     threads (without those retiring, and without the stand-ins of threads
     waiting in a call); ``uptime`` is seconds since `start` (0 before).
+    ``resumed`` counts the tasks found done in the worker's journal, which
+    ended without running: each is also counted as submitted and as succeeded
+    (or failed, a failure kept with ``journal_keep_failed``).
     """
 
     state: WorkerState
@@ -82,12 +85,14 @@ class WorkerStatistics:
     retried: int
     backlog: int
     uptime: float
+    resumed: int = 0
 
     def counts(self) -> dict[str, int]:
-        """The task counts by `TaskState` value, plus ``submitted`` and ``retried``."""
+        """The task counts by `TaskState` value, plus ``submitted``, ``retried`` and ``resumed``."""
         return {"submitted": self.submitted, "queued": self.queued, "running": self.running,
                 "retry_wait": self.retry_wait, "succeeded": self.succeeded,
-                "failed": self.failed, "cancelled": self.cancelled, "retried": self.retried}
+                "failed": self.failed, "cancelled": self.cancelled, "retried": self.retried,
+                "resumed": self.resumed}
 
     def as_status(self) -> dict[str, Any]:
         """The `NeonWorker.get_status` dict: the original API's keys, built from these counts."""
@@ -106,6 +111,7 @@ class WorkerStatistics:
             "cancelled_tasks": self.cancelled,
             "retried_tasks": self.retried,
             "backlog_tasks": self.backlog,
+            "resumed_tasks": self.resumed,
             "uptime_s": self.uptime,
         }
 

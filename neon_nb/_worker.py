@@ -46,6 +46,7 @@ from ._checks import bounded_wait, check_hashable, check_timeout, deadline_of
 from ._config import FROM_CONFIG, WorkerConfig, _FromConfig, config_manager
 from ._errors import (
     BackendUnavailableError,
+    ConfigError,
     DuplicateTaskError,
     NeonError,
     QueueFullError,
@@ -54,6 +55,8 @@ from ._errors import (
     WorkerShutdownError,
 )
 from ._events import DeliverOn, EventBatch, EventKind, EventLog, Subscription
+from ._journal import Journal
+from ._journaling import Resumed, WorkerJournal, open_for_worker
 from ._locking import Held
 from ._locking import acquire as acquire_yielding
 from ._metrics import OUTCOME_SUCCEEDED, Metrics
@@ -130,6 +133,22 @@ class NeonWorker:
     ``initializer(*initargs)`` runs first in every worker thread; if it
     raises, the worker shuts down and cancels its queue.
 
+    ``journal``: a file path or a `Journal` (None: the ``journal`` setting;
+    False: none). The outcome of every task that ends (succeeded, or failed
+    for good) is written there, and a task's future settles only once its
+    outcome is durable. A task submitted later whose key has a stored success
+    (from this run or an earlier one, in any process) is not run: its future
+    is returned already done, with the stored result (``resumed_tasks`` in
+    `get_status`). The key is the task's id alone; ``journal_with_args=True``
+    adds a digest of the function's qualified name and arguments, for ids
+    reused with other arguments. A task without an id of its own (``submit``
+    without ``task_id``, ``map`` without ``id_prefix``) is keyed by its call:
+    the function and its arguments. A task that failed for good runs again,
+    unless ``journal_keep_failed`` (None: the `Journal`'s ``keep_failed``)
+    keeps its failure. A path opens a journal that `shutdown` closes; a
+    `Journal` is flushed by `shutdown` and stays open. See the README's
+    "Resumable runs".
+
     Every public method is safe to call from any thread, including from
     inside a task and from callbacks (see the README's Guarantees).
     """
@@ -145,7 +164,8 @@ class NeonWorker:
                  exit_timeout: float | _FromConfig | None = FROM_CONFIG,
                  retry_on: RetryFilter = (Exception,),
                  initializer: Callable[..., object] | None = None,
-                 initargs: tuple = ()) -> None:
+                 initargs: tuple = (), journal: str | os.PathLike[str] | Journal | bool | None = None,
+                 journal_keep_failed: bool | None = None, journal_with_args: bool = False) -> None:
         given = {"max_workers": max_workers, "queue_size": queue_size,
                  "shutdown_timeout": shutdown_timeout, "log_level": log_level,
                  "retry_attempts": retry_attempts, "retry_delay": retry_delay,
@@ -196,8 +216,28 @@ class NeonWorker:
         # None when the backend accepts any callable (threads): skip the call per task.
         self._check_task = (None if type(self._backend).check_task is Backend.check_task
                             else self._backend.check_task)
+        # Last: a journal opened here starts a writer thread, and nothing below can fail.
+        self._journaling = self._open_journal(journal, journal_keep_failed, journal_with_args)
         config_manager().add_listener(self._on_global_config)
         _exit.after_fork(self._after_fork_in_child)
+
+    def _open_journal(self, spec: Any, keep_failed: Any, with_args: Any) -> WorkerJournal | None:
+        journaling = open_for_worker(spec, self._config.journal, keep_failed=keep_failed,
+                                     with_args=with_args, name=self.name,
+                                     settled=self._journal_settled)
+        # The journal is fixed for the worker's life: its setting follows no later update.
+        self._pinned = self._pinned | {"journal"}
+        path = None if journaling is None else str(journaling.journal.path)
+        self._config = self._sched.config = self._config.replace(journal=path)
+        if journaling is not None:
+            self._sched.journaled = True
+            self._call = journaling.wrap_call(self._call)
+        return journaling
+
+    def _journal_settled(self, n: int) -> None:
+        """The journal settled the futures of ``n`` ended tasks (their outcomes are durable)."""
+        with self._held:
+            self._sched.settled(n)
 
     def _new_conditions(self) -> None:
         self._held = Held(self._lock)  # `with self._held:` takes the lock without convoys
@@ -262,6 +302,11 @@ class NeonWorker:
         return self._config
 
     @property
+    def journal(self) -> Journal | None:
+        """The `Journal` this worker writes outcomes to, or None. Thread-safe (fixed)."""
+        return None if self._journaling is None else self._journaling.journal
+
+    @property
     def paused(self) -> bool:
         """True between `pause` and `resume`: queued tasks wait, running ones go on."""
         return self._paused
@@ -295,7 +340,8 @@ class NeonWorker:
                task_id: Hashable | None = None, **kwargs: Any) -> TaskFuture:
         """Queue ``fn(*args, **kwargs)`` and return its future; blocks while the queue is full.
 
-        ``task_id`` defaults to a generated ``"task-<n>"``. Thread-safe.
+        ``task_id`` defaults to a generated ``"task-<n>"`` (with a journal, such a
+        task is found again by its call: ``fn`` and its arguments). Thread-safe.
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__} {fn!r}")
@@ -303,6 +349,7 @@ class NeonWorker:
             raise TypeError(f"priority must be an int (higher runs first), got "
                             f"{type(priority).__name__} {priority!r}")
         key: Hashable
+        generated = task_id is None
         if task_id is None:
             task_id = key = f"task-{next(self._auto_ids)}"
         else:
@@ -312,7 +359,7 @@ class NeonWorker:
             self._check_task(task_id, fn, args, kwargs or None)
         rec = TaskRecord(key, task_id, fn, args, kwargs or None, priority,
                          TaskFuture(task_id, self._cancel_future))
-        return self._add(rec, None)
+        return self._add(rec, None, generated)
 
     def add_tasks(self, tasks: Iterable[Task], block: bool = True, timeout: float | None = None, *,
                   background: bool = False) -> list[TaskFuture]:
@@ -335,7 +382,15 @@ class NeonWorker:
         cancelling one's future withdraws it; `cancel_pending` and a shutdown
         cancel them all. A task whose id is live again when its turn comes
         fails with `DuplicateTaskError`.
+
+        With a journal, the tasks found done there (one lookup for the batch) are
+        resumed first; ``.submitted`` of an error then lists their futures too.
         """
+        return self._add_batch(tasks, block, timeout, background, by_call=False)
+
+    def _add_batch(self, tasks: Iterable[Task], block: bool, timeout: float | None,
+                   background: bool, by_call: bool) -> list[TaskFuture]:
+        """`add_tasks`; ``by_call``: the ids were generated (journal keys are the calls)."""
         tasks = _as_list("tasks", tasks)
         if not isinstance(background, bool):
             raise TypeError(f"background must be True or False, got {background!r}")
@@ -343,6 +398,12 @@ class NeonWorker:
         recs = self._records_for_batch(tasks)
         futures = [r.future for r in recs]
         self._start_on_first_task()
+        if self._journaling is not None:
+            return self._add_journaled(recs, futures, tasks, deadline, background, by_call)
+        return self._queue_batch(recs, futures, tasks, deadline, background)
+
+    def _queue_batch(self, recs: list[TaskRecord], futures: list[TaskFuture], tasks: list[Task],
+                     deadline: float | None, background: bool) -> list[TaskFuture]:
         if background:
             return self._add_in_background(recs, futures, tasks)
         with self._held:
@@ -363,6 +424,8 @@ class NeonWorker:
         each ``p`` is unpacked: ``fn(*p)``. ``task_options`` are `Task` retry
         overrides. Ids are ``f"{id_prefix}{i}"`` (a unique prefix by default).
         ``background``: as for `add_tasks`, return at once even if the queue is full.
+        With a journal, tasks of generated ids are found again by their call
+        (``fn`` and the parameter), those of an ``id_prefix`` by their ids.
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__} {fn!r}")
@@ -374,7 +437,7 @@ class NeonWorker:
             prio = priority(p) if callable(priority) else priority
             args = tuple(p) if star else (p,)
             tasks.append(Task(f"{prefix}{i}", fn, args, priority=prio, **task_options))
-        return self.add_tasks(tasks, background=background)
+        return self._add_batch(tasks, True, None, background, by_call=id_prefix is None)
 
     # --- records and keys (outside the lock: user code may run) ----------------
     def _record_for(self, task: Task, key: Hashable) -> TaskRecord:
@@ -422,10 +485,12 @@ class NeonWorker:
         return keys  # all filled
 
     # --- queueing -----------------------------------------------------------------
-    def _add(self, rec: TaskRecord, deadline: float | None) -> TaskFuture:
+    def _add(self, rec: TaskRecord, deadline: float | None, by_call: bool = False) -> TaskFuture:
         fut = rec.future  # (the record drops it when the task ends)
         if self._phase is Phase.CREATED:
             self._start_on_first_task()
+        if self._journaling is not None and self._resume_from_journal([rec], by_call, batch=False):
+            return fut
         sched = self._sched
         lock = self._lock
         if not lock.acquire(False):
@@ -542,6 +607,49 @@ class NeonWorker:
         return WorkerShutdownError(f"{err}; {done} task(s) of the batch were queued before (see "
                                    f".submitted and .remaining)", submitted=queued,
                                    remaining=tasks[done:])
+
+    # --- resuming from the journal ------------------------------------------------
+    def _resume_from_journal(self, recs: list[TaskRecord], by_call: bool, *, batch: bool
+                             ) -> list[Resumed]:
+        """End the records found done in the journal (looked up before taking the lock: it
+        reads the file); return them. Every record gets its journal key. Raises as the
+        submission would (the worker closed, an id live), resuming nothing then."""
+        resumed, _ = self._journaling.split(recs, by_call)  # type: ignore[union-attr]  # checked by the callers
+        if not resumed:
+            return resumed
+        sched = self._sched
+        culprit: TaskRecord | None = recs[0]
+        refusal: Refusal | None = Refusal("closed")
+        with self._held:
+            if not self._closed:
+                culprit = next((r for r in recs if r.key in sched.live), None)
+                refusal = None if culprit is None else sched.refusal(culprit)
+            if refusal is None:
+                for done in resumed:
+                    sched.resume(done.rec, done.ok, done.value, done.stored)
+        if refusal is not None:
+            assert culprit is not None  # (a refusal always names its record)
+            raise (self._batch_error(refusal, culprit, [], [], 0) if batch
+                   else self._refusal_error(refusal, culprit))
+        self._events.pump_inline()
+        return resumed
+
+    def _add_journaled(self, recs: list[TaskRecord], futures: list[TaskFuture], tasks: list[Task],
+                       deadline: float | None, background: bool, by_call: bool) -> list[TaskFuture]:
+        """A batch on a worker with a journal: resume what is done, queue the rest."""
+        resumed = self._resume_from_journal(recs, by_call, batch=True)
+        if not resumed:
+            return self._queue_batch(recs, futures, tasks, deadline, background)
+        gone = {id(r.rec) for r in resumed}
+        rest = [(r, t) for r, t in zip(recs, tasks) if id(r) not in gone]
+        if rest:
+            try:
+                self._queue_batch([r for r, _ in rest], [r.future for r, _ in rest],
+                                  [t for _, t in rest], deadline, background)
+            except (QueueFullError, WorkerShutdownError) as exc:
+                exc.submitted[:0] = [f for f, r in zip(futures, recs) if id(r) in gone]
+                raise
+        return futures
 
     # --- background batches ------------------------------------------------------
     def _add_in_background(self, recs: list[TaskRecord], futures: list[TaskFuture],
@@ -766,8 +874,10 @@ class NeonWorker:
         All of it may run user code (log handlers too): whatever it raises, even a
         BaseException, is logged here and never ends this worker thread.
         """
-        fut, retry, failure, _ = after
+        fut, retry, failure, _, ended = after
         try:
+            if ended is not None:  # a worker with a journal: its writer settles the future
+                self._journaling.ended(ended)  # type: ignore[union-attr]  # set with a journal only
             if retry is not None:
                 logger.info("task %r failed on attempt %d (%s); retry in %.3fs", *retry)
             elif failure is not None:
@@ -884,7 +994,8 @@ class NeonWorker:
             submitted=s.submitted, queued=len(s.queue), running=s.running,
             retry_wait=s.retry_waiting, succeeded=s.succeeded, failed=s.failed,
             cancelled=s.cancelled, retried=s.retried, backlog=len(s.backlog_futures),
-            uptime=0.0 if self._started_at is None else _now() - self._started_at)
+            uptime=0.0 if self._started_at is None else _now() - self._started_at,
+            resumed=s.resumed)
 
     def get_status(self) -> dict[str, Any]:
         """A consistent snapshot of the worker's counters (a new dict each call).
@@ -900,6 +1011,8 @@ class NeonWorker:
         ``cancelled_tasks``; ``retried_tasks`` (retries scheduled, one per
         retry); ``backlog_tasks`` (accepted by a background batch, not yet
         queued: not counted as submitted until they enter the queue);
+        ``resumed_tasks`` (found done in the journal, ended without running;
+        also counted as submitted and as completed, or failed);
         ``uptime_s`` (seconds since `start`, 0 before).
         ``submitted = queued + running + retry_waiting + completed + failed + cancelled``
         holds at every instant. `statistics` returns the same as a frozen object.
@@ -935,6 +1048,9 @@ class NeonWorker:
 
     def wait_for_completion(self, timeout: float | None = None) -> bool:
         """Block until no task is queued, running or waiting for a retry; False on timeout.
+
+        With a journal, also until every ended task's outcome is durable and its
+        future settled.
 
         Thread-safe. From inside a task it waits for every other task: not for its
         own, nor for other tasks that are themselves waiting this way (so two such
@@ -989,8 +1105,14 @@ class NeonWorker:
         self.configure(max_workers=max_workers)
 
     def configure(self, **changes: Any) -> WorkerConfig:
-        """Change this worker's settings (all or nothing) and pin them against `update_config`."""
+        """Change this worker's settings (all or nothing) and pin them against `update_config`.
+
+        ``journal`` is fixed when the worker is created (ConfigError).
+        """
         self._config.replace(**changes)  # validate first: raises ConfigError naming the key
+        if "journal" in changes and changes["journal"] != self._config.journal:
+            raise ConfigError("journal cannot change on a worker: it is opened when the worker is "
+                              "created; create a new NeonWorker(journal=...)")
         with self._held:
             self._pinned = self._pinned | frozenset(changes)
         return self._apply_config(changes)
@@ -1199,6 +1321,8 @@ class NeonWorker:
             if t.ident:
                 t.join(_bounded(left()))
         self._backend.stop(self, timeout=left())
+        if self._journaling is not None:  # what is pending is written, its futures settled
+            self._journaling.close(left())
         with self._held:
             shutdown: _Shutdown = self._shutdown  # type: ignore[assignment]
             if shutdown.report is not None:

@@ -39,8 +39,9 @@ __all__ = [
 ]
 
 STATISTICS = ("median", "best")
-# Settings that measure_scaling sets itself, per worker count.
-_OWN_SETTINGS = ("max_workers", "name", "backend")
+# Settings that measure_scaling sets itself, per worker count (no journal: a measurement must
+# run every task, not find it done).
+_OWN_SETTINGS = ("max_workers", "name", "backend", "journal")
 # NeonWorker arguments that are not configuration settings.
 _WORKER_ARGUMENTS = ("exit_timeout", "retry_on")
 # While a stop flag is given, a run checks it this often (seconds).
@@ -456,7 +457,8 @@ def _run_once(worker: NeonWorker, tasks: list[Task], plan: ScalingPlan, n: int,
 
 def _measure_count(n: int, plan: ScalingPlan, stop: StopFlag | None) -> ScalingPoint:
     """A fresh worker of ``n``: warm-up, then ``repeats`` timed runs. Raises `_Stopped`."""
-    worker = NeonWorker(max_workers=n, name=f"scaling-{n}", backend=plan.backend, **plan.settings)
+    worker = NeonWorker(max_workers=n, name=f"scaling-{n}", backend=plan.backend, journal=False,
+                        **plan.settings)
     clean = False
     try:
         worker.start()
@@ -518,7 +520,8 @@ def _check_plan(plan: ScalingPlan) -> None:
     own = sorted(set(plan.settings) & set(_OWN_SETTINGS))
     if own:
         raise TypeError(f"{', '.join(own)} cannot be worker settings here: measure_scaling sets "
-                        f"them (max_workers from workers=, one fresh worker per count)")
+                        f"them (max_workers from workers=, one fresh worker per count, and no "
+                        f"journal: every task must run)")
     # The settings of each worker, checked now rather than when the first worker is built
     # (on another thread, for the live widget): unknown names and bad values name themselves.
     get_config().replace(**{k: v for k, v in plan.settings.items() if k not in _WORKER_ARGUMENTS})

@@ -82,7 +82,7 @@ def _every_task_accounted_for(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
             return out
         return call
 
-    for name in ("add_task", "submit", "add_tasks"):
+    for name in ("add_task", "submit", "add_tasks", "map"):
         monkeypatch.setattr(neon_nb.NeonWorker, name, tracking(getattr(neon_nb.NeonWorker, name)))
     yield
     monkeypatch.undo()

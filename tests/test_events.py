@@ -25,16 +25,17 @@ SUCCEEDED = EventKind.TASK_SUCCEEDED
 FAILED = EventKind.TASK_FAILED
 RETRY = EventKind.TASK_RETRY_SCHEDULED
 CANCELLED = EventKind.TASK_CANCELLED
-TASK_KINDS = frozenset({SUBMITTED, STARTED, SUCCEEDED, FAILED, RETRY, CANCELLED})
+RESUMED = EventKind.TASK_RESUMED
+TASK_KINDS = frozenset({SUBMITTED, STARTED, SUCCEEDED, FAILED, RETRY, CANCELLED, RESUMED})
 WORKER_KINDS = frozenset(EventKind) - TASK_KINDS
 # Which task event may follow which (None: the task's first event).
 LEGAL = {
     None: {SUBMITTED},
-    SUBMITTED: {STARTED, CANCELLED},
+    SUBMITTED: {STARTED, CANCELLED, RESUMED},
     STARTED: {SUCCEEDED, FAILED, RETRY},
     RETRY: {SUBMITTED, CANCELLED},
 }
-TERMINAL = {SUCCEEDED, FAILED, CANCELLED}
+TERMINAL = {SUCCEEDED, FAILED, CANCELLED, RESUMED}
 
 
 def noop() -> None:
@@ -306,10 +307,15 @@ def test_loop_subscriber_runs_on_the_loop_thread(make_worker, loop_thread):
 
 
 # ======================================================== event content
-def test_every_kind_is_emitted_with_its_fields(make_worker, gate):
+def test_every_kind_is_emitted_with_its_fields(make_worker, gate, tmp_path):
+    journal = tmp_path / "runs.db"
+    earlier = make_worker(journal=journal)  # an earlier run: "done" is in the journal
+    earlier.add_task(Task("done", noop, priority=4)).result(WAIT)
+    earlier.shutdown()
     t_begin = time.monotonic()
     rec = Recorder()
-    w = make_worker(max_workers=1, queue_size=0, retry_attempts=0, retry_delay=0.0, start=False)
+    w = make_worker(max_workers=1, queue_size=0, retry_attempts=0, retry_delay=0.0, start=False,
+                    journal=journal)
     sub = w.subscribe(rec, on="thread")
     w.start()
     running = threading.Event()
@@ -333,6 +339,7 @@ def test_every_kind_is_emitted_with_its_fields(make_worker, gate):
     futures.append(w.add_task(Task("doomed", boom, priority=1)))
     victim = w.add_task(Task("victim", noop, priority=-1))
     assert victim.cancel()
+    assert w.add_task(Task("done", boom, priority=4)).result(0) is None  # resumed: not run
     w.pause()
     w.resume()
     w.resize(2)
@@ -346,7 +353,7 @@ def test_every_kind_is_emitted_with_its_fields(make_worker, gate):
     t_end = time.monotonic()
     events = rec.events
     assert {e.kind for e in events} == set(EventKind)
-    priorities = {"blocker": 5, "ok": 3, "flaky": 2, "doomed": 1, "victim": -1}
+    priorities = {"blocker": 5, "ok": 3, "flaky": 2, "doomed": 1, "victim": -1, "done": 4}
     started_at: dict = {}
     for e in events:
         assert t_begin <= e.time <= t_end, e
@@ -363,6 +370,8 @@ def test_every_kind_is_emitted_with_its_fields(make_worker, gate):
             assert e.thread.startswith(f"{w.name}-worker_"), e
             assert e.started_at == started_at[(e.task_id, e.attempt)], e
             assert e.started_at <= e.time, e
+        elif e.kind is RESUMED:  # no thread of this worker ran it
+            assert e.thread is None and e.attempt == 1 and e.detail == "succeeded", e
     by_kind = {k: [e for e in events if e.kind is k] for k in EventKind}
     assert [(e.task_id, e.detail) for e in by_kind[RETRY]] == [("flaky", 0.0)]
     resubmitted = [e for e in by_kind[SUBMITTED] if e.task_id == "flaky"]
@@ -371,6 +380,7 @@ def test_every_kind_is_emitted_with_its_fields(make_worker, gate):
     assert [(e.task_id, e.attempt) for e in by_kind[FAILED]] == [("doomed", 1)]
     assert "ValueError: boom" in by_kind[FAILED][0].detail
     assert [e.task_id for e in by_kind[CANCELLED]] == ["victim"]
+    assert [e.task_id for e in by_kind[RESUMED]] == ["done"]
     assert [e.detail for e in by_kind[EventKind.WORKER_RESIZED]] == [(1, 2)]
     assert ("max_workers", 2) in by_kind[EventKind.WORKER_CONFIG_CHANGED][-1].detail
     assert isinstance(by_kind[EventKind.WORKER_STOPPED][0].detail, ShutdownReport)

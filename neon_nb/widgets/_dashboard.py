@@ -98,7 +98,7 @@ logger = logging.getLogger("neon_nb")
 # Status keys whose change calls for a new status render (uptime is not one of them).
 _STATUS_KEYS = ("state", "max_workers", "threads", "queued_tasks", "running_tasks",
                 "retry_waiting_tasks", "submitted_tasks", "completed_tasks", "failed_tasks",
-                "cancelled_tasks", "retried_tasks")
+                "cancelled_tasks", "retried_tasks", "resumed_tasks")
 # Shown in the counts row, in this order: (status key, label, CSS suffix, colour).
 _COUNTS = (
     ("submitted_tasks", "submitted", "submitted", "#555"),
@@ -110,6 +110,8 @@ _COUNTS = (
     ("cancelled_tasks", "cancelled", "cancelled", "#7f7f7f"),
     ("retried_tasks", "retried", "retried", OUTCOME_COLOURS["retry"]),
 )
+# Tasks found done in the worker's journal (ended without running): shown when there are some.
+_RESUMED = ("resumed_tasks", "resumed", "resumed", "#17becf")
 _DONE_STATES = ("shutting_down", "stopped")
 # While no task runs, the plots may take this share of the wall time (they catch up).
 _IDLE_PLOT_SHARE = 0.25
@@ -389,7 +391,9 @@ class Dashboard(WidgetView):
             p.max = max(submitted, 1)
             p.value = finished
             p.bar_style = style
-        self.progress_label.value = f"{finished} / {submitted} finished"
+        resumed = status["resumed_tasks"]  # found done in the worker's journal: not run here
+        self.progress_label.value = f"{finished} / {submitted} finished" + (
+            f" ({resumed} resumed)" if resumed else "")
         self.counts.value = _counts_html(status)
         self.pool_size.value = _pool_text(status)
         self.state.value = state
@@ -468,7 +472,8 @@ class Dashboard(WidgetView):
         """One PNG of the dashboard, from the plots' current PNGs. Under the render lock."""
         finished = status["completed_tasks"] + status["failed_tasks"] + status["cancelled_tasks"]
         header = header_png(f"neon_nb worker {self._worker.name!r}", status["state"], _pool_text(status),
-                            [Count(label, status[key], colour) for key, label, _suffix, colour in _COUNTS],
+                            [Count(label, status[key], colour)
+                             for key, label, _suffix, colour in _shown_counts(status)],
                             finished, status["submitted_tasks"])
         metrics = self._worker.metrics
         snap = metrics.snapshot() if metrics is not None else None
@@ -484,7 +489,8 @@ class Dashboard(WidgetView):
         return (f"neon_nb dashboard of worker {self._worker.name!r}: {status['state']}; "
                 f"{status['submitted_tasks']} submitted, {status['completed_tasks']} succeeded, "
                 f"{status['failed_tasks']} failed, {status['cancelled_tasks']} cancelled, "
-                f"{status['retried_tasks']} retried")
+                f"{status['retried_tasks']} retried"
+                + (f", {status['resumed_tasks']} resumed" if status["resumed_tasks"] else ""))
 
     def picture_text(self) -> str:
         return self._picture_text(self._worker.get_status())
@@ -628,9 +634,14 @@ def _pool_text(status: Mapping[str, Any]) -> str:
     return f"pool size: {n}{extra}"
 
 
+def _shown_counts(status: Mapping[str, Any]) -> tuple[tuple[str, str, str, str], ...]:
+    """`_COUNTS`, and tasks resumed from a journal when there are some."""
+    return (*_COUNTS, _RESUMED) if status["resumed_tasks"] else _COUNTS
+
+
 def _counts_html(status: Mapping[str, Any]) -> str:
     chips = []
-    for key, label, css, colour in _COUNTS:
+    for key, label, css, colour in _shown_counts(status):
         v = status[key]
         chips.append(
             f'<span class="neon-count neon-count-{css}" data-count="{v}" '
