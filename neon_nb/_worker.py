@@ -614,6 +614,8 @@ class NeonWorker:
         """End the records found done in the journal (looked up before taking the lock: it
         reads the file); return them. Every record gets its journal key. Raises as the
         submission would (the worker closed, an id live), resuming nothing then."""
+        if self._closed:
+            return []  # refused as usual (and the journal may be closed already)
         resumed, _ = self._journaling.split(recs, by_call)  # type: ignore[union-attr]  # checked by the callers
         if not resumed:
             return resumed
