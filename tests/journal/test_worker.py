@@ -369,7 +369,7 @@ def test_an_unpicklable_result_fails_its_task_only(make_worker, path):
     w = make_worker(journal=path, retry_attempts=3, retry_delay=0.0)
     bad = w.add_task(Task("lock", threading.Lock))
     good = [w.add_task(Task(i, square, (i,))) for i in range(20)]
-    with pytest.raises(UnstorableResultError, match="_thread.lock"):
+    with pytest.raises(UnstorableResultError, match=r"_thread\.lock"):
         bad.result(WAIT)
     assert w.get_task_status("lock").attempts == 1  # never retried: it would fail the same way
     assert [f.result(WAIT) for f in good] == [i * i for i in range(20)]
