@@ -27,7 +27,11 @@ class NeonExecutor(Executor):
       are seen at once by ``wait()`` and ``as_completed()`` (python/cpython#87893);
     * ``shutdown()`` from inside a task does not deadlock;
     * the live pool can be resized (``executor.worker.resize(n)``) and observed
-      (``executor.worker``: status, events, metrics, dashboard).
+      (``executor.worker``: status, events, metrics, dashboard);
+    * a journal (``journal="runs.db"``, as for `NeonWorker`): every call's
+      outcome is kept in that file, and a call made again, in this process or
+      after a restart (the same function with the same arguments: the calls
+      are the keys), returns its stored result without running.
 
     As with ThreadPoolExecutor, the queue is unbounded and tasks are not
     retried unless asked (``retry_attempts``). At interpreter exit, queued work

@@ -338,3 +338,20 @@ def test_refresh_returns_while_a_long_task_runs_and_nothing_else_happens(make_wo
     status = worker.get_status()
     assert dash.progress_label.value == f"1 / {status['submitted_tasks']} finished"
     assert dash.plot_renders >= 1 and not dash._plots_behind
+
+
+def test_tasks_resumed_from_a_journal_are_shown_as_their_own_kind(make_worker, dashboards,
+                                                                   tmp_path):
+    journal = tmp_path / "runs.db"
+    earlier = make_worker(journal=journal)
+    earlier.map(abs, range(-6, 0), id_prefix="r")  # r0..r5 are done in the journal
+    earlier.shutdown()
+    worker = make_worker(max_workers=2, journal=journal)
+    dash = dashboards(worker)
+    assert "neon-count-resumed" not in dash.counts.value  # none yet: no chip
+    worker.map(abs, range(-10, 0), id_prefix="r")  # six resumed, four run
+    assert worker.wait_for_completion(WAIT)
+    assert dash.refresh(timeout=WAIT)
+    assert _count(dash, "resumed") == 6 and _count(dash, "succeeded") == 10
+    assert dash.progress_label.value == "10 / 10 finished (6 resumed)"
+    assert dash.picture_text().endswith("0 retried, 6 resumed")
