@@ -22,9 +22,13 @@ Goals, derived from the worker-level target (16 threads of 2 ms IO-bound tasks p
 most 8,000 outcomes a second): (3) >= 8,000 entries/s with ``synchronous="full"``; (2) a
 built-and-written entry costs the calling thread <= 20 us (1% of a 2 ms task).
 
-Worker level: journal on versus off, 2 ms IO-bound tasks on 16 threads (goal >= 0.9x), and
-the no-op figure, side by side, are measured once ``NeonWorker(journal=...)`` writes to the
-journal; they belong in ``run`` below, after the storage figures.
+6. Worker level: ``NeonWorker(journal=path)`` versus no journal, side by side, interleaved
+   repetitions on the same machine: 2 ms IO-bound tasks (``time.sleep``) on 16 threads (goal
+   >= 0.9x the throughput without a journal), and no-op tasks on 4 threads (stated, no goal:
+   there the journal's work per task, a pickle, a row, a commit every few milliseconds and
+   settling the future from the writer thread, is all there is). Tasks per second from the
+   ``add_tasks`` call to ``wait_for_completion`` (which, with a journal, waits until every
+   outcome is durable), on a started and warmed-up worker, a fresh journal file per run.
 
 Run: ``.venv/bin/python -m benchmarks --only journal`` or
 ``.venv/bin/python -m benchmarks.bench_journal``. The journal files go to a temporary
@@ -47,10 +51,11 @@ if __package__ in (None, ""):  # run as a script: python benchmarks/bench_journa
 else:
     from ._report import PrintFn, Target, machine_line, median, section, table
 
+from neon_nb import NeonWorker, Task
 from neon_nb._journal import Journal, JournalEntry
 
-__all__ = ["CallerCost", "Latency", "Paced", "Throughput", "caller_cost", "latency", "paced",
-           "run", "threads", "throughput"]
+__all__ = ["CallerCost", "Latency", "Paced", "Throughput", "WorkerLevel", "caller_cost", "latency",
+           "paced", "run", "threads", "throughput", "worker_level"]
 
 _perf = time.perf_counter
 CALL_SIZES = (1, 4, 16, 64, 256, 512)
@@ -58,6 +63,7 @@ SYNCHRONOUS = ("full", "normal")
 THREADS = 16
 TARGET_RATE = 8_000.0   # entries/s: 16 threads finishing 2 ms tasks
 TARGET_COST_US = 20.0   # us per entry on the calling thread: 1% of a 2 ms task
+TARGET_RATIO = 0.9      # worker throughput with a journal / without, 2 ms IO tasks, 16 threads
 
 
 @dataclass
@@ -100,6 +106,21 @@ class Latency:
     gap: float
     p50_ms: float
     p99_ms: float
+
+
+@dataclass
+class WorkerLevel:
+    """Tasks per second through a NeonWorker, without and with a journal (medians)."""
+
+    workload: str
+    threads: int
+    tasks: int
+    off: float
+    on: float
+
+    @property
+    def ratio(self) -> float:
+        return self.on / self.off
 
 
 class _Counter:
@@ -302,6 +323,48 @@ def _latencies(folder: Path, n: int, sync: str, delay: float, gap: float) -> lis
     return sorted(times)
 
 
+def _io_task(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _noop() -> None:
+    return None
+
+
+def _one_worker_run(folder: Path, journal: bool, n_threads: int, n: int, task: float | None,
+                    tag: int) -> float:
+    """Tasks/s of one batch on a fresh, warmed-up worker (``journal``: on a fresh file)."""
+    fn, args = (_noop, ()) if task is None else (_io_task, (task,))
+    w = NeonWorker(max_workers=n_threads, queue_size=0, retry_attempts=0, name=f"bench-{tag}",
+                   journal=_fresh(folder, "worker.db") if journal else False)
+    try:
+        w.add_tasks([Task(("warm", i), fn, args) for i in range(4 * n_threads)])
+        assert w.wait_for_completion(600)
+        tasks = [Task(i, fn, args) for i in range(n)]
+        t0 = _perf()
+        w.add_tasks(tasks)
+        assert w.wait_for_completion(600)  # with a journal: every outcome durable
+        elapsed = _perf() - t0
+    finally:
+        w.shutdown(timeout=60)
+    return n / elapsed
+
+
+def worker_level(folder: Path, workloads: tuple[tuple[str, int, int, float | None], ...] = (
+        ("2 ms IO", THREADS, 4_000, 0.002), ("no-op", 4, 20_000, None)),
+        reps: int = 5) -> list[WorkerLevel]:
+    """Section 6: (label, threads, tasks, task seconds or None for no-op); medians of
+    ``reps`` runs, journal off and on interleaved."""
+    out = []
+    for label, n_threads, n, task in workloads:
+        runs: dict[bool, list[float]] = {False: [], True: []}
+        for rep in range(reps):
+            for journal in (False, True) if rep % 2 == 0 else (True, False):
+                runs[journal].append(_one_worker_run(folder, journal, n_threads, n, task, rep))
+        out.append(WorkerLevel(label, n_threads, n, median(runs[False]), median(runs[True])))
+    return out
+
+
 def run(print_fn: PrintFn = print, quick: bool = False) -> list[Target]:
     """Measure and print the four sections; return the targets (see the module docstring)."""
     print_fn(f"machine: {machine_line()}")
@@ -332,14 +395,21 @@ def run(print_fn: PrintFn = print, quick: bool = False) -> list[Target]:
                         "entries/transaction"],
                        [[p.synchronous, p.rate, p.journal_us, p.writer_us, p.per_transaction]
                         for p in pace]))
-        print_fn("")
-        print_fn("worker level (journal on vs off, 2 ms IO tasks on 16 threads; no-op tasks): "
-                 "measured once NeonWorker writes to the journal")
+        section(print_fn, "worker level: NeonWorker without and with journal=path (synchronous=full)")
+        sizes = ((("2 ms IO", THREADS, 400, 0.002), ("no-op", 4, 2_000, None)) if quick else
+                 (("2 ms IO", THREADS, 4_000, 0.002), ("no-op", 4, 20_000, None)))
+        level = worker_level(folder, sizes, reps=1 if quick else 5)
+        print_fn(table(["tasks", "threads", "n", "no journal (tasks/s)", "journal (tasks/s)", "ratio"],
+                       [[x.workload, x.threads, x.tasks, x.off, x.on, f"{x.ratio:.2f}x"]
+                        for x in level]))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     full = next(r for r in many if r.synchronous == "full")
     one = next(c for c in costs if c.call_size == 1)
+    io = level[0]
     return [
+        Target(f"journal on / off, {io.workload} tasks x {io.threads} threads (worker)",
+               f"{io.ratio:.2f}x", f">= {TARGET_RATIO}x", io.ratio >= TARGET_RATIO),
         Target(f"journal, {THREADS} threads x 1-entry writes (synchronous=full)",
                f"{full.rate:,.0f}/s", f">= {TARGET_RATE:,.0f}/s", full.rate >= TARGET_RATE),
         Target("journal, cost per entry on the calling thread (key, encode, write)",

@@ -172,12 +172,13 @@ class Journal:
         self._read_lock = threading.Lock()  # the reader connection, for lookup()
         self._lock = threading.Lock()       # the queue and the counters below
         self._wake = threading.Condition(self._lock)      # the writer waits for work
-        self._room = threading.Condition(self._lock)      # write() waits for room
         self._progress = threading.Condition(self._lock)  # flush() waits for callbacks
         self._queue: deque[_Call] = deque()
         self._listeners: tuple[Callable[[], Any], ...] = ()  # add_group_listener
         self._pending = 0        # entries queued or being committed
-        self._waiting: deque[object] = deque()  # write() calls waiting for room, in order
+        # write() calls waiting for room, in order: each on a condition of its own, so that
+        # only the first in line is woken when room frees (not every waiting thread).
+        self._waiting: deque[threading.Condition] = deque()
         self._writer_idle = False
         self._last_commit = -math.inf  # when the writer's last transaction ended (monotonic)
         self._flushing = 0
@@ -295,14 +296,24 @@ class Journal:
         # empty queue. Once closing, waiting calls go in: close() writes them.
         if not self._waiting and self._fits(n):
             return
-        me = object()
+        me = threading.Condition(self._lock)
         self._waiting.append(me)
         try:
             while not self._closing and (self._waiting[0] is not me or not self._fits(n)):
-                self._room.wait()
+                me.wait()
         finally:
             self._waiting.remove(me)
-            self._room.notify_all()  # the next in line checks for room
+            self._wake_first()  # the next in line checks for room
+
+    def _wake_first(self) -> None:
+        """Room may have freed: the first waiting call checks (lock held)."""
+        if self._waiting:
+            self._waiting[0].notify()
+
+    def _wake_all_waiting(self) -> None:
+        """Closing: every waiting call goes in (lock held)."""
+        for waiter in self._waiting:
+            waiter.notify()
 
     def add_group_listener(self, listener: Callable[[], Any]) -> None:
         """Call ``listener()`` on the writer thread after the callbacks of each group (committed
@@ -356,7 +367,7 @@ class Journal:
         with self._lock:
             self._closing = True
             self._wake.notify_all()
-            self._room.notify_all()
+            self._wake_all_waiting()
         if threading.current_thread() is self._writer:
             return self._closed.is_set()
         return self._closed.wait(timeout)
@@ -432,7 +443,7 @@ class Journal:
         self._last_commit = time.monotonic()  # only the writer thread uses it
         with self._lock:
             self._pending -= len(rows)
-            self._room.notify_all()
+            self._wake_first()
         self._answer(group, results)
 
     def _insert(self, rows: Sequence[JournalEntry]) -> JournalError | None:
@@ -492,7 +503,7 @@ class Journal:
             self._closing = True
             leftovers = list(self._queue)  # only after a crash of the loop
             self._queue.clear()
-            self._room.notify_all()
+            self._wake_all_waiting()
         if leftovers:
             stopped = JournalError(f"the writer of the journal {str(self.path)!r} stopped")
             self._answer(leftovers, [stopped] * len(leftovers))

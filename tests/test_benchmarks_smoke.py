@@ -87,10 +87,15 @@ def test_journal_benchmark_structure(tmp_path):
     assert pace.synchronous == "normal" and pace.rate > 0 and pace.writer_us > 0
     lat = bench_journal.latency(tmp_path, n=3, synchronous=("normal",), delays=(0.0,), gaps=(0.0,))
     assert len(lat) == 1 and 0 < lat[0].p50_ms <= lat[0].p99_ms
+    level = bench_journal.worker_level(tmp_path, (("io", 3, 12, 0.001), ("no-op", 2, 20, None)),
+                                       reps=2)
+    assert [(x.workload, x.threads, x.tasks) for x in level] == [("io", 3, 12), ("no-op", 2, 20)]
+    assert all(x.off > 0 and x.on > 0 and x.ratio == x.on / x.off for x in level)
 
 
-def test_journal_benchmark_run_returns_its_two_targets():
+def test_journal_benchmark_run_returns_its_three_targets():
     lines: list[str] = []
     targets = bench_journal.run(lines.append, quick=True)
-    assert [t.name.split(",")[0] for t in targets] == ["journal", "journal"]
+    assert [t.name.split(",")[0] for t in targets] == ["journal on / off", "journal", "journal"]
     assert any("worker level" in line for line in lines)
+    assert any(row.startswith("no-op") for line in lines for row in line.splitlines())
