@@ -49,7 +49,7 @@ class WorkerConfig:
     """One immutable set of worker settings; `get_config()` returns the current one.
 
     The first eight are the settings of the original Neon Worker API; the
-    others refine retries, history and health checks. Each can be given at
+    others refine retries, history and health checks, and name a journal. Each can be given at
     start-up as an environment variable ``NEON_<NAME>`` (``NEON_MAX_WORKERS=8``),
     changed for every worker with `update_config`, or pinned for one worker
     with ``NeonWorker(...)`` or ``worker.configure(...)``.

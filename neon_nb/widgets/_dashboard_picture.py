@@ -68,11 +68,12 @@ def header_png(title: str, state: str, pool: str, counts: Sequence[Count], finis
     fig.text(0.012, 0.78, title, fontsize=11, fontweight="bold", va="center")
     fig.text(0.45, 0.78, f"{state}    {pool}", fontsize=10, va="center", color="0.25")
     slot = 0.985 / max(len(counts), 1)
+    size = 8 if len(counts) <= 8 else 7  # a ninth chip (resumed tasks) makes the slots narrower
     for i, c in enumerate(counts):
         x = 0.012 + i * slot
         fig.patches.append(Rectangle((x, 0.43), 0.011, 0.1, color=c.colour,
                                      transform=fig.transFigure, figure=fig))
-        fig.text(x + 0.015, 0.48, f"{c.label} {c.value}", fontsize=8, va="center")
+        fig.text(x + 0.015, 0.48, f"{c.label} {c.value}", fontsize=size, va="center")
     ax = fig.add_axes((0.012, 0.08, 0.55, 0.16))
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
