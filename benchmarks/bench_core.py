@@ -418,7 +418,7 @@ def _io_section(print_fn: PrintFn, tasks: int, reps: int) -> list[Target]:
     io = io_efficiency(tasks, 0.010, tuple(TARGET_IO), reps)
     print_fn(table(["mode", "workers", "ideal s", "elapsed s", "of ideal [min, max]", "vs TPE"],
                    [[x.mode, x.workers, f"{x.ideal:.3f}", f"{median(x.elapsed):.3f}",
-                     x.share.fmt("%", 0, 100), None if x.vs_tpe is None else x.vs_tpe.fmt()]
+                     x.share.fmt("%", 1, 100), None if x.vs_tpe is None else x.vs_tpe.fmt()]
                     for x in io]))
     print_fn("of ideal = (tasks x duration / workers) / elapsed, per repetition; vs TPE: the "
              f"paired ratio of the shares ({_perf() - t0:.1f}s)")
@@ -429,7 +429,7 @@ def _io_section(print_fn: PrintFn, tasks: int, reps: int) -> list[Target]:
             tpe = next(t for t in io if t.mode == MODE_TPE and t.workers == x.workers)
             targets.append(Target(
                 f"IO-bound {tasks:,} x 10 ms, {x.workers} workers, share of ideal (add_task)",
-                f"{x.share.fmt('%', 0, 100)} (TPE {tpe.share.median:.0%})", f">= {goal:.0%}",
+                f"{x.share.fmt('%', 1, 100)} (TPE {tpe.share.median:.1%})", f">= {goal:.0%}",
                 x.efficiency >= goal))
     return targets
 

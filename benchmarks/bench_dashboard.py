@@ -114,7 +114,7 @@ def _one(n: int, with_dashboard: bool, counter: _Counter) -> dict[str, float]:
 def run(print_fn: PrintFn = print, quick: bool = False, reps: int | None = None) -> list[Target]:
     """Measure and print; return the targets (see the module docstring)."""
     n = 2_000 if quick else 20_000
-    reps = reps or (2 if quick else 8)
+    reps = reps or (2 if quick else 12)
     counter, previous = _install_counting_comm()
     try:
         import neon_nb.widgets  # noqa: F401  (matplotlib and ipywidgets imported before timing)
