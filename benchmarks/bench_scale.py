@@ -13,8 +13,12 @@ that neither the memory figure nor the drain rate inherits the heap of another r
    submitted, then the Event is set. Each process first drains 10^4 tasks the
    same way (one untimed round, then the median of several) and then 10^6: the
    rate at 10^6 against its own rate at 10^4 says how far the per-task cost
-   stays flat as the queue grows. Goals: NeonWorker's rate at 10^6 >= 1.5x
-   ThreadPoolExecutor's, and closer to flat than ThreadPoolExecutor.
+   stays flat as the queue grows (the process's CPU time per task is printed
+   too: other load moves it less than wall time). Goals: NeonWorker's rate at
+   10^6 >= 1.5x ThreadPoolExecutor's, and closer to flat: its (rate at 10^6 /
+   rate at 10^4) over ThreadPoolExecutor's, paired per repetition, >= 1.0 (a
+   rate that does not fall with the queue's length is flat; one that rises is
+   not held against it).
 2. Memory per queued task, in the same processes: RSS with the 10^6 tasks
    queued minus RSS just before queueing them (both after ``gc.collect()``),
    divided by 10^6. The caller keeps every future in a list, as a user does.
@@ -170,13 +174,13 @@ def _drain(pool: Any, n: int, measure_memory: bool = False) -> dict[str, float]:
     if measure_memory:
         gc.collect()
     rss1 = _rss() if measure_memory else 0
-    t0 = _perf()
+    t0, c0 = _perf(), time.process_time()
     pool.release()
     futures[-1].result()  # queued last, started last
-    elapsed = _perf() - t0
+    elapsed, cpu = _perf() - t0, time.process_time() - c0
     # Not timed: every task ran and succeeded (a lost one would time out here, not hang).
     completed = sum(1 for f in futures if f.exception(timeout=60) is None)
-    return {"rate": n / elapsed, "fill_s": fill, "completed": completed,
+    return {"rate": n / elapsed, "cpu_us": cpu / n * 1e6, "fill_s": fill, "completed": completed,
             "bytes_per_task": (rss1 - rss0) / n, "rss_queued_mb": rss1 / MB, "rss_before_mb": rss0 / MB}
 
 
@@ -186,11 +190,12 @@ def _child(variant: str, big: int, small: int, small_reps: int, workers: int = W
     pool = _NeonQueue(workers, batch) if variant == NEON else _TPEQueue(workers, batch)
     try:
         _drain(pool, small)  # warm-up at the small size
-        small_rates = [_drain(pool, small)["rate"] for _ in range(small_reps)]
+        smalls = [_drain(pool, small) for _ in range(small_reps)]
         big_run = _drain(pool, big, measure_memory=True)
     finally:
         pool.close()
-    return {"variant": variant, "big": big, "small": small, "small_rates": small_rates, **big_run}
+    return {"variant": variant, "big": big, "small": small, "small_rates": [d["rate"] for d in smalls],
+            "small_cpu_us": [d["cpu_us"] for d in smalls], **big_run}
 
 
 def _in_subprocess(call: str, kwargs: dict[str, Any], timeout: float) -> Any:
@@ -217,6 +222,8 @@ class QueuedRun:
     small: int
     rate: float  # tasks/s draining ``big``
     small_rates: list[float]
+    cpu_us: float  # CPU time of the process per task, draining ``big`` (steadier than wall time)
+    small_cpu_us: list[float]
     bytes_per_task: float
     fill_s: float  # time to queue the ``big`` tasks
     completed: int
@@ -243,6 +250,10 @@ class ScaleResult:
 
     def small_rate(self, variant: str) -> Spread:
         return spread(median(r.small_rates) for r in self.runs[variant])
+
+    def cpu_growth(self, variant: str) -> Spread:
+        """CPU per task at ``big`` over CPU per task at ``small``: 1.0 is a flat cost."""
+        return spread(r.cpu_us / median(r.small_cpu_us) for r in self.runs[variant])
 
     def bytes_per_task(self, variant: str) -> Spread:
         return spread(r.bytes_per_task for r in self.runs[variant])
@@ -271,7 +282,7 @@ def _queued_run(variant: str, big: int, small: int, small_reps: int, timeout: fl
     return QueuedRun(**{k: got[k] for k in QueuedRun.__dataclass_fields__})
 
 
-def queued(big: int = 1_000_000, small: int = 10_000, small_reps: int = 5, reps: int = 4,
+def queued(big: int = 1_000_000, small: int = 10_000, small_reps: int = 9, reps: int = 4,
            timeout: float = 900.0) -> ScaleResult:
     """Sections 1 and 2: one subprocess per variant and repetition, in alternating order."""
     runs = interleave({v: partial(_queued_run, v, big, small, small_reps, timeout) for v in VARIANTS},
@@ -358,14 +369,19 @@ def _queued_section(print_fn: PrintFn, big: int, small: int, small_reps: int,
     for v in VARIANTS:
         runs = res.runs[v]
         rows.append([v, res.small_rate(v).median, res.rate(v).median, res.flat(v).fmt(),
+                     median([median(r.small_cpu_us) for r in runs]), median([r.cpu_us for r in runs]),
                      res.bytes_per_task(v).fmt(" B", 0), median([r.fill_s for r in runs]),
                      f"{min(r.completed for r in runs):,}/{big:,}"])
-    print_fn(table(["variant", f"{small:,} tasks/s", f"{big:,} tasks/s", f"at {big:,} / at {small:,}",
-                    "bytes per queued task", "queueing s", "completed (min)"], rows))
+    print_fn(table(["variant", f"{small:,} tasks/s", f"{big:,} tasks/s", f"rate {big:,} / {small:,}",
+                    f"CPU us/task {small:,}", f"CPU us/task {big:,}", "bytes per queued task",
+                    "queueing s", "completed (min)"], rows))
     print_fn(f"NeonWorker vs ThreadPoolExecutor, medians of per-repetition paired ratios [min, max]: "
              f"drain rate {res.rate_vs_tpe.fmt()}, flatness {res.flat_vs_tpe.fmt()} (> 1: flatter), "
-             f"memory per queued task {res.memory_vs_tpe.fmt()}. Rates at {small:,}: median of "
-             f"{small_reps} drains after an untimed one ({_perf() - t0:.1f}s)")
+             f"memory per queued task {res.memory_vs_tpe.fmt()}. At {small:,}: median of "
+             f"{small_reps} drains after an untimed one. CPU: this process's, all threads, per task "
+             f"drained (less moved by other load than wall time); CPU at {big:,} / at {small:,}: "
+             f"NeonWorker {res.cpu_growth(NEON).fmt()}, ThreadPoolExecutor {res.cpu_growth(TPE).fmt()} "
+             f"({_perf() - t0:.1f}s)")
     for v in VARIANTS:
         for r in res.runs[v]:
             if r.completed != big:
@@ -404,7 +420,7 @@ def run(print_fn: PrintFn = print, quick: bool = False, reps: int | None = None)
     if quick:
         big, small, small_reps, r, growth_n = 20_000, 2_000, 2, 2, 20_000
     else:
-        big, small, small_reps, r, growth_n = 1_000_000, 10_000, 5, 4, 1_000_000
+        big, small, small_reps, r, growth_n = 1_000_000, 10_000, 9, 4, 1_000_000
     print_fn(f"machine: {machine_line()}")
     targets = _queued_section(print_fn, big, small, small_reps, reps or r)
     targets += _growth_section(print_fn, growth_n)

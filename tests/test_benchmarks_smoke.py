@@ -146,7 +146,8 @@ def test_scale_drain_and_memory_per_queued_task_at_tiny_n():
         for run in runs:
             assert run.variant == variant and (run.big, run.small) == (2_000, 200)
             assert run.completed == 2_000  # every queued task ran, none was lost
-            assert len(run.small_rates) == 2 and run.rate > 0 and run.fill_s > 0
+            assert len(run.small_rates) == len(run.small_cpu_us) == 2
+            assert run.rate > 0 and run.cpu_us > 0 and run.fill_s > 0
             assert run.flat == pytest.approx(run.rate / statistics.median(run.small_rates))
             assert math.isfinite(run.bytes_per_task) and run.rss_queued_mb > 0
     neon, tpe = res.runs[bench_scale.NEON], res.runs[bench_scale.TPE]
