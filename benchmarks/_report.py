@@ -143,6 +143,10 @@ class Spread:
         m, lo, hi = (format(v * scale, spec) for v in (self.median, self.lo, self.hi))
         return f"{m}{unit}" if len(self.values) == 1 else f"{m}{unit} [{lo}, {hi}]"
 
+    def each(self, unit: str = "x", digits: int = 2) -> str:
+        """Every value in repetition order: ``"1.80x, 0.95x, 1.75x"``."""
+        return ", ".join(f"{v:.{digits}f}{unit}" for v in self.values)
+
     def map(self, fn: Callable[[float], float]) -> Spread:
         """The same spread through a monotonic increasing ``fn`` (e.g. a ratio to a change)."""
         return spread([fn(v) for v in self.values])

@@ -376,7 +376,8 @@ def _queued_section(print_fn: PrintFn, big: int, small: int, small_reps: int,
                     f"CPU us/task {small:,}", f"CPU us/task {big:,}", "bytes per queued task",
                     "queueing s", "completed (min)"], rows))
     print_fn(f"NeonWorker vs ThreadPoolExecutor, medians of per-repetition paired ratios [min, max]: "
-             f"drain rate {res.rate_vs_tpe.fmt()}, flatness {res.flat_vs_tpe.fmt()} (> 1: flatter), "
+             f"drain rate {res.rate_vs_tpe.fmt()} (per repetition: {res.rate_vs_tpe.each()}), "
+             f"flatness {res.flat_vs_tpe.fmt()} (> 1: flatter), "
              f"memory per queued task {res.memory_vs_tpe.fmt()}. At {small:,}: median of "
              f"{small_reps} drains after an untimed one. CPU: this process's, all threads, per task "
              f"drained (less moved by other load than wall time); CPU at {big:,} / at {small:,}: "

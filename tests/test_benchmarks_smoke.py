@@ -73,6 +73,7 @@ def test_paired_ratios_take_the_median_of_per_repetition_ratios():
 def test_spread_formats_median_then_min_max():
     s = paired_ratios([2.0, 3.0, 2.5], [1.0, 1.0, 1.0])
     assert s.fmt() == "2.50x [2.00, 3.00]"
+    assert s.each() == "2.00x, 3.00x, 2.50x"  # repetition order
     assert spread([0.954]).fmt("%", 0, 100) == "95%"  # one value: no range
     extra = s.map(lambda ratio: (ratio - 1) * 100)
     assert isinstance(extra, Spread) and extra.values == (100.0, 200.0, 150.0)
