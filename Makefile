@@ -4,7 +4,8 @@
 #                (PORT=8888, IP=localhost; as root it adds --allow-root)
 #   make test    lint + core tests + notebooks + browser tests (what CI runs; as root it
 #                installs Debian's chromium for the browser tests if it is missing)
-#   make bench   the benchmarks (python -m benchmarks; QUICK=1 for a smoke run)
+#   make bench   the benchmarks (python -m benchmarks; QUICK=1 for a smoke run, SCALE=1 for the
+#                10^6-task figures alone)
 #   (make demo also writes the run's HTML report, to REPORT=demo-report.html by default)
 #
 # A second interpreter gets its own venv, e.g. the core tests on Python 3.13:
@@ -75,7 +76,7 @@ test-browser: $(STAMP)
 test: lint test-core test-notebooks test-browser
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks $(if $(QUICK),--quick)
+	$(BIN)/python -m benchmarks $(if $(QUICK),--quick) $(if $(SCALE),--scale)
 
 demo: $(STAMP)
 	$(BIN)/python -m neon_nb.demo --report $(REPORT)
