@@ -1,7 +1,7 @@
 """neon_nb: a thread-safe task worker for notebooks, and a way to see concurrency happen.
 
 The core (this package) imports no Jupyter library; the live dashboard is in
-`neon_nb.widgets` (``pip install neon_nb[notebook]``).
+`neon_nb.widgets` (``pip install 'neon_nb[notebook]'``).
 """
 
 from ._config import ConfigManager, WorkerConfig, config_manager, get_config, update_config

@@ -153,7 +153,7 @@ class JournalReader:
 
         Times are timezone-aware UTC timestamps. ``results=True`` adds a ``result`` column
         with each success's unpickled result (tasks only). Needs pandas
-        (``pip install neon_nb[pandas]``).
+        (``pip install 'neon_nb[pandas]'``).
         """
         if table not in ("tasks", "runs"):
             raise ValueError(f"table must be 'tasks' or 'runs', got {table!r}")
@@ -162,7 +162,7 @@ class JournalReader:
         try:
             import pandas as pd
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError("to_dataframe() needs pandas: pip install neon_nb[pandas]") from exc
+            raise ImportError("to_dataframe() needs pandas: pip install 'neon_nb[pandas]'") from exc
         if table == "runs":
             frame = pd.DataFrame([_run_record(r) for r in self.runs()],
                                  columns=[*JournalRun.__dataclass_fields__, "ended"])

@@ -129,12 +129,12 @@ class MetricsSnapshot:
         the ``window`` seconds from its ``start``, and the latency columns
         (``p50``, ``p90``, ``p99``, ``max``, ``mean``) are seconds; ``count`` is
         attempts (a retried task is counted once per attempt in queue wait and
-        run time). Needs pandas (``pip install neon_nb[pandas]``).
+        run time). Needs pandas (``pip install 'neon_nb[pandas]'``).
         """
         try:
             import pandas as pd
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError("to_dataframe() needs pandas: pip install neon_nb[pandas]") from exc
+            raise ImportError("to_dataframe() needs pandas: pip install 'neon_nb[pandas]'") from exc
         if table == "tasks":
             return pd.DataFrame(list(self.task_stream), columns=list(TaskSpan._fields))
         if table == "throughput":

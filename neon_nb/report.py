@@ -9,7 +9,7 @@ file loads nothing else, and its Content-Security-Policy forbids the browser
 to fetch anything at all. Failures and long texts are capped, so a report
 stays well under 5 MB.
 
-Needs matplotlib (``pip install neon_nb[notebook]``, or just matplotlib);
+Needs matplotlib (``pip install 'neon_nb[notebook]'``, or just matplotlib);
 ``import neon_nb`` does not import this module.
 """
 

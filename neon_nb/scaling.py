@@ -243,12 +243,12 @@ class ScalingResult:
 
         Columns: ``tasks``, ``runs``, ``seconds`` (median or best), ``throughput``
         (tasks/s), ``speedup``, ``efficiency``, ``amdahl`` (the fitted curve),
-        ``failed``. Needs pandas (``pip install neon_nb[pandas]``).
+        ``failed``. Needs pandas (``pip install 'neon_nb[pandas]'``).
         """
         try:
             import pandas as pd
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError("to_dataframe() needs pandas: pip install neon_nb[pandas]") from exc
+            raise ImportError("to_dataframe() needs pandas: pip install 'neon_nb[pandas]'") from exc
         thr, spd = self.throughput, self.speedup
         rows = [{"workers": pt.workers, "tasks": pt.tasks, "runs": len(pt.seconds),
                  "seconds": pt.elapsed(self.statistic), "throughput": thr[pt.workers],

@@ -1,7 +1,7 @@
 """Notebook widgets for neon_nb: a live `Dashboard`, a `BatchBuilder`, a live `ScalingExperiment`,
 and static plots.
 
-Needs ipywidgets and matplotlib (``pip install neon_nb[notebook]``). The core
+Needs ipywidgets and matplotlib (``pip install 'neon_nb[notebook]'``). The core
 (`neon_nb`) never imports this package; this package reads the core only
 through its public API: events, metrics snapshots and thread-safe methods.
 Importing it in IPython makes a `NeonWorker` that is the last expression of a
@@ -29,7 +29,7 @@ try:
 except ImportError as _exc:
     raise ImportError(
         f"neon_nb.widgets needs ipywidgets and matplotlib ({_exc.name or 'a dependency'} is not "
-        f"installed): pip install neon_nb[notebook]"
+        f"installed): pip install 'neon_nb[notebook]'"
     ) from _exc
 
 from ..batch import Batch, FlakyTaskError, TaskKind, get_task_kind, register_task_kind, task_kinds

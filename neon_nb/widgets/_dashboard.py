@@ -98,7 +98,7 @@ logger = logging.getLogger("neon_nb")
 # Status keys whose change calls for a new status render (uptime is not one of them).
 _STATUS_KEYS = ("state", "max_workers", "threads", "queued_tasks", "running_tasks",
                 "retry_waiting_tasks", "submitted_tasks", "completed_tasks", "failed_tasks",
-                "cancelled_tasks", "retried_tasks", "resumed_tasks")
+                "cancelled_tasks", "retried_tasks", "resumed_tasks", "backlog_tasks")
 # Shown in the counts row, in this order: (status key, label, CSS suffix, colour).
 _COUNTS = (
     ("submitted_tasks", "submitted", "submitted", "#555"),
@@ -112,6 +112,9 @@ _COUNTS = (
 )
 # Tasks found done in the worker's journal (ended without running): shown when there are some.
 _RESUMED = ("resumed_tasks", "resumed", "resumed", "#17becf")
+# Tasks of background batches that have not entered the queue yet (not yet counted as
+# submitted): shown, after "queued", while there are some.
+_BACKLOG = ("backlog_tasks", "backlog", "backlog", "#aec7e8")
 _DONE_STATES = ("shutting_down", "stopped")
 # While no task runs, the plots may take this share of the wall time (they catch up).
 _IDLE_PLOT_SHARE = 0.25
@@ -378,22 +381,20 @@ class Dashboard(WidgetView):
             return status
 
     def _draw_status(self, status: Mapping[str, Any]) -> None:
-        submitted = status["submitted_tasks"]
+        total = _expected(status)
         failed = status["failed_tasks"]
         finished = status["completed_tasks"] + failed + status["cancelled_tasks"]
         state = status["state"]
         p = self.progress
-        if finished >= submitted and submitted:
+        if finished >= total and total:
             style = "warning" if failed else "success"
         else:
             style = ""
         with p.hold_sync():  # one message for the three traits
-            p.max = max(submitted, 1)
+            p.max = max(total, 1)
             p.value = finished
             p.bar_style = style
-        resumed = status["resumed_tasks"]  # found done in the worker's journal: not run here
-        self.progress_label.value = f"{finished} / {submitted} finished" + (
-            f" ({resumed} resumed)" if resumed else "")
+        self.progress_label.value = _progress_text(status, finished, total)
         self.counts.value = _counts_html(status)
         self.pool_size.value = _pool_text(status)
         self.state.value = state
@@ -474,7 +475,7 @@ class Dashboard(WidgetView):
         header = header_png(f"neon_nb worker {self._worker.name!r}", status["state"], _pool_text(status),
                             [Count(label, status[key], colour)
                              for key, label, _suffix, colour in _shown_counts(status)],
-                            finished, status["submitted_tasks"])
+                            finished, _expected(status))
         metrics = self._worker.metrics
         snap = metrics.snapshot() if metrics is not None else None
         util = utilisation_png(None if snap is None else snap.utilisation,
@@ -490,7 +491,8 @@ class Dashboard(WidgetView):
                 f"{status['submitted_tasks']} submitted, {status['completed_tasks']} succeeded, "
                 f"{status['failed_tasks']} failed, {status['cancelled_tasks']} cancelled, "
                 f"{status['retried_tasks']} retried"
-                + (f", {status['resumed_tasks']} resumed" if status["resumed_tasks"] else ""))
+                + (f", {status['resumed_tasks']} resumed" if status["resumed_tasks"] else "")
+                + (f", {status['backlog_tasks']} in the backlog" if status["backlog_tasks"] else ""))
 
     def picture_text(self) -> str:
         return self._picture_text(self._worker.get_status())
@@ -635,8 +637,29 @@ def _pool_text(status: Mapping[str, Any]) -> str:
 
 
 def _shown_counts(status: Mapping[str, Any]) -> tuple[tuple[str, str, str, str], ...]:
-    """`_COUNTS`, and tasks resumed from a journal when there are some."""
-    return (*_COUNTS, _RESUMED) if status["resumed_tasks"] else _COUNTS
+    """`_COUNTS`, with the backlog of background batches (after "queued") and the tasks
+    resumed from a journal (last) when there are some."""
+    shown = list(_COUNTS)
+    if status["backlog_tasks"]:
+        shown.insert(2, _BACKLOG)
+    if status["resumed_tasks"]:
+        shown.append(_RESUMED)
+    return tuple(shown)
+
+
+def _expected(status: Mapping[str, Any]) -> int:
+    """Tasks the progress bar counts to: those submitted and those still in the backlog
+    of a background batch (submitted when they enter the queue)."""
+    return int(status["submitted_tasks"] + status["backlog_tasks"])
+
+
+def _progress_text(status: Mapping[str, Any], finished: int, total: int) -> str:
+    notes = []
+    if status["backlog_tasks"]:
+        notes.append(f"{status['backlog_tasks']} not yet queued")
+    if status["resumed_tasks"]:  # found done in the worker's journal: not run here
+        notes.append(f"{status['resumed_tasks']} resumed")
+    return f"{finished} / {total} finished" + (f" ({', '.join(notes)})" if notes else "")
 
 
 def _counts_html(status: Mapping[str, Any]) -> str:

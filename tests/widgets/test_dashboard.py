@@ -355,3 +355,25 @@ def test_tasks_resumed_from_a_journal_are_shown_as_their_own_kind(make_worker, d
     assert _count(dash, "resumed") == 6 and _count(dash, "succeeded") == 10
     assert dash.progress_label.value == "10 / 10 finished (6 resumed)"
     assert dash.picture_text().endswith("0 retried, 6 resumed")
+
+
+def test_a_background_batch_counts_towards_the_progress_before_it_is_queued(make_worker,
+                                                                           dashboards):
+    worker = make_worker(max_workers=2, queue_size=5)
+    worker.pause()  # nothing runs: five tasks fill the queue, fifteen wait in the backlog
+    dash = dashboards(worker)
+    futures = worker.add_tasks([Task(f"b{i}", abs, (-i,)) for i in range(20)],
+                               background=True)
+    assert dash.refresh(timeout=WAIT)
+    status = worker.get_status()
+    assert (status["queued_tasks"], status["backlog_tasks"]) == (5, 15)
+    assert _count(dash, "queued") == 5 and _count(dash, "backlog") == 15
+    assert dash.progress_label.value == "0 / 20 finished (15 not yet queued)"
+    assert dash.progress.max == 20
+    assert dash.picture_text().endswith("0 retried, 15 in the backlog")
+    worker.resume()
+    assert [f.result(WAIT) for f in futures] == list(range(20))
+    assert worker.wait_for_completion(WAIT) and dash.refresh(timeout=WAIT)
+    assert "neon-count-backlog" not in dash.counts.value  # the backlog is gone: so is its chip
+    assert dash.progress_label.value == "20 / 20 finished"
+    assert dash.progress.bar_style == "success"

@@ -2,7 +2,7 @@
 
 * ``import neon_nb`` (and ``neon_nb.batch``) imports neither ipywidgets nor matplotlib.
 * Without ipywidgets or matplotlib, ``import neon_nb.widgets`` raises an ImportError that
-  says ``pip install neon_nb[notebook]`` (a ``sys.meta_path`` finder hides the package).
+  says ``pip install 'neon_nb[notebook]'`` (a ``sys.meta_path`` finder hides the package).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def test_widgets_without_a_dependency_says_how_to_install(blocked):
         """))
     r = _run(code)
     assert r.returncode == 0, r.stderr
-    assert "pip install neon_nb[notebook]" in r.stdout
+    assert "pip install 'neon_nb[notebook]'" in r.stdout
     assert blocked in r.stdout
 
 
