@@ -68,7 +68,7 @@ from ._status import HealthReport, Phase, ShutdownReport, WorkerState, WorkerSta
 from ._task import RetryFilter, Task, TaskFuture, TaskInfo, TaskState, check_retry_on
 
 if TYPE_CHECKING:
-    from .backends import BackendSpec
+    from .backends import Backend, BackendSpec
 
 __all__ = ["HealthReport", "NeonWorker", "ShutdownReport", "WorkerState", "WorkerStatistics"]
 
@@ -305,6 +305,12 @@ class NeonWorker:
     def journal(self) -> Journal | None:
         """The `Journal` this worker writes outcomes to, or None. Thread-safe (fixed)."""
         return None if self._journaling is None else self._journaling.journal
+
+    @property
+    def backend(self) -> Backend:
+        """Where this worker's tasks execute (a `neon_nb.backends.Backend`: its ``name`` is
+        ``"threads"``, ``"processes"`` or ``"dask"``). Thread-safe (fixed for the worker's life)."""
+        return self._backend
 
     @property
     def paused(self) -> bool:

@@ -87,6 +87,7 @@ class _Facts:
     status: Mapping[str, Any] | None
     failures: Sequence[Any] | None          # TaskInfo of failed tasks, None from a snapshot
     config: Any
+    backend: str | None                     # where the tasks ran, None from a snapshot
     shutdown: Any
     health: Any
 
@@ -98,7 +99,7 @@ def _from_worker(worker: NeonWorker) -> _Facts:
         name=worker.name, state=status["state"],
         counts=[(label, status[key]) for key, label in _COUNTS if key in status],
         snapshot=None if metrics is None else metrics.snapshot(), status=status,
-        failures=worker.tasks("failed"), config=worker.config,
+        failures=worker.tasks("failed"), config=worker.config, backend=worker.backend.name,
         shutdown=worker.shutdown_report,
         health=worker.health() if status["state"] in ("running", "paused") else None)
 
@@ -107,7 +108,8 @@ def _from_snapshot(snapshot: MetricsSnapshot) -> _Facts:
     counts = snapshot.counts
     return _Facts(name="(from a metrics snapshot)", state="unknown (a metrics snapshot)",
                   counts=[(label, counts.get(key, 0)) for key, label in _SNAPSHOT_COUNTS],
-                  snapshot=snapshot, status=None, failures=None, config=None, shutdown=None,
+                  snapshot=snapshot, status=None, failures=None, config=None, backend=None,
+                  shutdown=None,
                   health=None)
 
 
@@ -222,11 +224,12 @@ def _failures_section(f: _Facts) -> str:
     return head + note + _table(("task", "attempts", "thread", "error"), rows, numeric=(1,)) + tail
 
 
-def _config_section(config: Any) -> str:
+def _config_section(config: Any, backend: str | None) -> str:
     head = "<h2>Configuration</h2>"
     if config is None:
         return head + "<p>Not known from a metrics snapshot.</p>"
-    rows = [(f"<code>{f.name}</code>", _e(getattr(config, f.name))) for f in dataclasses.fields(config)]
+    rows = [("backend", _e(backend))]
+    rows += [(f"<code>{f.name}</code>", _e(getattr(config, f.name))) for f in dataclasses.fields(config)]
     return head + _table(("setting", "value"), rows)
 
 
@@ -268,7 +271,7 @@ def report_html(source: NeonWorker | MetricsSnapshot, *, title: str | None = Non
         f"<b>{_e(facts.state)}</b>.</p>",
         _counts_section(facts), _throughput_section(facts.snapshot), _latency_section(facts.snapshot),
         _utilisation_section(facts.snapshot), _stream_section(facts.snapshot),
-        _failures_section(facts), _config_section(facts.config), _machine_section(),
+        _failures_section(facts), _config_section(facts.config, facts.backend), _machine_section(),
     ))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'

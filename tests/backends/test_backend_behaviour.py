@@ -45,6 +45,15 @@ def test_results_kwargs_and_thread_names(make_worker, backend):
     assert {e.thread for e in started} <= {f"{w.name}-worker_0", f"{w.name}-worker_1"}
 
 
+def test_the_worker_names_its_backend(make_worker, backend):
+    given = backend()
+    w = make_worker(1, backend=given)
+    if isinstance(given, str):  # "threads": the worker makes its backend
+        assert w.backend.name == given and w.backend.call is None  # runs on its own threads
+    else:  # an instance is used as it is
+        assert w.backend is given and w.backend.name in ("processes", "dask")
+
+
 def test_priority_order(make_worker, backend):
     w = make_worker(1, backend=backend(), start=False)
     w.pause()

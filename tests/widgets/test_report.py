@@ -137,7 +137,9 @@ def test_sections_agree_with_the_worker(finished_worker, tmp_path) -> None:
     assert all(r[1] == "1" and r[3].startswith("ValueError: bad <input> & 'quotes' #") for r in failures)
     assert "<b>bad</b>" not in text and "bad <input>" not in text  # escaped, not markup
     settings = dict(tables["Configuration"][0][1:])
-    assert settings == {f.name: str(getattr(w.config, f.name)) for f in dataclasses.fields(w.config)}
+    assert settings == {"backend": "threads", **{f.name: str(getattr(w.config, f.name))
+                                                 for f in dataclasses.fields(w.config)}}
+    assert w.backend.name == "threads"
     machine = dict(tables["Machine and versions"][0][1:])
     assert machine["neon_nb"] == neon_nb.__version__ and machine["Python"].endswith(sys.version.split()[0])
     threads = [r[0] for r in tables["Utilisation per thread"][0][1:]]
