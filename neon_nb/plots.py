@@ -334,6 +334,7 @@ def plot_scaling(result: ScalingResult, *, figure: Figure | None = None,
         ax.set_ylim(0, max(top, highest) * 1.1)
     ax.set_xticks(planned)
     ax.set_xticklabels([str(n) for n in planned])
+    _label_speedups(ax, result)  # once the axes are final: labels are placed by their extents
     ax.set_xlabel("workers", fontsize=8)
     ax.set_ylabel("speedup over 1 worker", fontsize=8)
     ax.tick_params(labelsize=8)
@@ -345,6 +346,68 @@ def plot_scaling(result: ScalingResult, *, figure: Figure | None = None,
                 else "measuring 1 worker...", ha="center", va="center", transform=ax.transAxes,
                 color="0.45")
     return fig
+
+
+# Where a speedup's label may sit, in order of preference: (dx, dy) in points from its dot,
+# horizontal and vertical alignment. Above-left first: the ideal line runs above and to the
+# right of a dot, and a fitted curve through the dots leaves their upper-left side free.
+_LABEL_SPOTS = (((-6, 6), "right", "baseline"), ((7, -5), "left", "top"),
+                ((-6, -5), "right", "top"), ((6, 6), "left", "baseline"),
+                ((0, 9), "center", "baseline"), ((0, -9), "center", "top"))
+
+
+def _label_speedups(ax: Any, result: ScalingResult) -> None:
+    """Each measured speedup's value next to its dot, where it hides no line, dot or label."""
+    renderer = getattr(ax.figure.canvas, "get_renderer", lambda: None)()
+    obstacles = _drawn_points(ax) if result.speedup else None
+    placed: list[Any] = []
+    for x, y in sorted(result.speedup.items()):
+        text = _place_label(ax, x, y, renderer, obstacles, placed)
+        if renderer is not None:
+            placed.append(text.get_window_extent(renderer))
+
+
+def _place_label(ax: Any, x: int, y: float, renderer: Any, obstacles: Any, placed: list[Any]) -> Any:
+    """The first of `_LABEL_SPOTS` that is clear (or the first, if none is, or if no renderer
+    can measure the text)."""
+    for spot in _LABEL_SPOTS:
+        text = _speedup_label(ax, x, y, spot)
+        if renderer is None or _is_clear(text.get_window_extent(renderer), ax, obstacles, placed):
+            return text
+        text.remove()
+    return _speedup_label(ax, x, y, _LABEL_SPOTS[0])
+
+
+def _speedup_label(ax: Any, x: int, y: float, spot: tuple[tuple[int, int], str, str]) -> Any:
+    offset, ha, va = spot
+    return ax.annotate(f"{y:.2f}x", (x, y), xytext=offset, textcoords="offset points",
+                       ha=ha, va=va, fontsize=7, color="#1f77b4")
+
+
+def _drawn_points(ax: Any) -> Any:
+    """Points along every line and dot of the axes, in display coordinates (pixels)."""
+    chunks = []
+    for line in ax.lines:
+        xy = line.get_xydata()
+        if line.get_linestyle() in ("None", "", " ") or len(xy) < 2:
+            chunks.append(ax.transData.transform(xy))  # dots: their centres
+            continue
+        pix = ax.transData.transform(xy)
+        steps = np.maximum(2, (np.hypot(*np.diff(pix, axis=0).T) / 2).astype(int))
+        for a, b, k in zip(pix[:-1], pix[1:], steps):  # a sample every 2 pixels
+            chunks.append(a + np.linspace(0.0, 1.0, k)[:, None] * (b - a))
+    return np.concatenate(chunks) if chunks else np.empty((0, 2))
+
+
+def _is_clear(box: Any, ax: Any, obstacles: Any, placed: list[Any]) -> bool:
+    """Does a label's box stay inside the axes, off every line, dot and other label?"""
+    frame = ax.get_window_extent()
+    if not (frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)):
+        return False
+    pad = box.padded(2.0)  # a dot's radius and a line's width, in pixels
+    hit = ((obstacles[:, 0] >= pad.x0) & (obstacles[:, 0] <= pad.x1)
+           & (obstacles[:, 1] >= pad.y0) & (obstacles[:, 1] <= pad.y1))
+    return not hit.any() and not any(box.overlaps(other) for other in placed)
 
 
 def _scaling_title(result: ScalingResult) -> str:
@@ -379,9 +442,4 @@ def _scaling_points(ax: Any, result: ScalingResult) -> None:
     label = f"measured ({result.statistic} of {result.repeats} runs)" if result.repeats > 1 else "measured"
     ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", color="#1f77b4", markersize=6, capsize=3,
                 elinewidth=1, zorder=3, label=label)
-    for i, (x, y) in enumerate(zip(xs, ys)):
-        # Above and to the left of each dot (the ideal line runs above and to the right),
-        # except the first, which sits at the left edge of the axes.
-        ax.annotate(f"{y:.2f}x", (x, y), xytext=(6, 6) if i == 0 else (-6, 6),
-                    textcoords="offset points", ha="left" if i == 0 else "right", fontsize=7,
-                    color="#1f77b4")
+

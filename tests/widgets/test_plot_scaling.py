@@ -80,3 +80,26 @@ def test_redraw_into_the_same_figure() -> None:
     again = plot_scaling(result_for({1: 1.0, 2: 1.5}), figure=fig)
     assert again is fig and len(fig.axes) == 1
     assert any(k.startswith("Amdahl") for k in lines_by_label(fig))
+
+
+@pytest.mark.parametrize("speedups", [{1: 1.0, 2: 2.0, 4: 3.99, 8: 7.9},   # IO on threads
+                                      {1: 1.0, 2: 1.89, 4: 1.92, 8: 1.89},  # CPU on 2 processes
+                                      {1: 1.0, 2: 1.02, 4: 1.01, 8: 0.99}])  # CPU on threads
+def test_speedup_labels_cross_no_line(speedups) -> None:
+    fig = plot_scaling(result_for(speedups))
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]  # Agg canvases have one
+    labels = [t for t in ax.texts if t.get_text().endswith("x")]
+    assert [t.get_text() for t in labels] == [f"{s:.2f}x" for s in speedups.values()]
+    for line in ax.lines:
+        if line.get_linestyle() == "None":
+            continue  # the dots (their labels sit next to them)
+        xs, ys = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+        dense_x = np.linspace(xs[0], xs[-1], 400)
+        points = ax.transData.transform(np.column_stack([dense_x, np.interp(dense_x, xs, ys)]))
+        for text in labels:
+            box = text.get_window_extent(renderer)
+            inside = ((points[:, 0] >= box.x0) & (points[:, 0] <= box.x1)
+                      & (points[:, 1] >= box.y0) & (points[:, 1] <= box.y1))
+            assert not inside.any(), (text.get_text(), line.get_label())
