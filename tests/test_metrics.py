@@ -29,6 +29,7 @@ from neon_nb import (
     UnknownTaskError,
 )
 from neon_nb._metrics import PRECISION
+from neon_nb._monitor import FOLD_INTERVAL
 
 from .conftest import WAIT, wait_until
 
@@ -286,6 +287,18 @@ def test_pending_attempts_are_folded_without_anyone_reading(make_worker):
     for f in [w.add_task(Task(i, noop)) for i in range(100)]:
         f.result(WAIT)
     assert wait_until(lambda: not w.metrics.pending, timeout=WAIT)
+
+
+def test_pending_attempts_are_folded_often_even_with_long_windows(make_worker):
+    """What waits to be folded stays small: at most FOLD_INTERVAL between two folds
+    (at 150,000 attempts a second, one fold per 1 s window held tens of MB)."""
+    w = make_worker(max_workers=2, queue_size=0, health_check_interval=600.0)
+    w.metrics.window = 60.0  # a long window (and no health check) must not delay the fold
+    for round_ in range(3):  # after the first, the monitor has settled into its long sleep
+        for f in [w.add_task(Task((round_, i), noop)) for i in range(100)]:
+            f.result(WAIT)
+        assert wait_until(lambda: not w.metrics.pending, timeout=WAIT), round_
+    assert WAIT < 60.0 and FOLD_INTERVAL < WAIT / 4
 
 
 # ======================================================= windows, counts
