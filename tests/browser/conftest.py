@@ -48,12 +48,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:  # playwright is imported where a test needs it (a clear skip or error otherwise)
+    from playwright.sync_api import ViewportSize
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
@@ -71,7 +74,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
 ]
-VIEWPORT = {"width": 1280, "height": 2600}
+VIEWPORT: ViewportSize = {"width": 1280, "height": 2600}
 
 SERVER_START_TIMEOUT = 90.0  # two shared cores: a cold lab start can take a while
 SERVER_STOP_TIMEOUT = 30.0
@@ -638,7 +641,8 @@ def nb7(request: pytest.FixtureRequest, nb7_server: LabServer, lab_browser: Any)
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.when == "call":
         item.rep_call = report  # type: ignore[attr-defined]

@@ -68,8 +68,9 @@ class Sample:
     all_done: bool
     dashboards: list[dict[str, Any]]
 
-    def dash(self, index: int) -> dict[str, Any] | None:
-        return self.dashboards[index] if index < len(self.dashboards) else None
+    def dash(self, index: int) -> dict[str, Any]:
+        """What was read of dashboard ``index``: empty (falsy) if the page had no such dashboard."""
+        return self.dashboards[index] if index < len(self.dashboards) else {}
 
     def tasks_running(self, index: int) -> bool:
         """The dashboard itself shows work in flight: some tasks finished, not all."""
