@@ -30,10 +30,9 @@ from ._metrics import LatencySummary, Metrics, MetricsSnapshot, TaskSpan, Throug
 from ._signals import SignalHandlers, install_signal_handlers
 from ._status import HealthReport, ShutdownReport, WorkerState, WorkerStatistics
 from ._task import Task, TaskFuture, TaskInfo, TaskState
+from ._version import __version__
 from ._worker import NeonWorker
 from .batch import Batch, TaskKind, get_task_kind, register_task_kind, task_kinds
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",

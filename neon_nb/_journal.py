@@ -51,6 +51,7 @@ from typing import Any, NamedTuple, overload
 from . import _journal_format as fmt
 from ._errors import JournalError
 from ._journal_format import StoredOutcome, canonical_id
+from ._version import __version__
 
 __all__ = ["Journal", "JournalEntry", "JournalStats", "wall_time"]
 
@@ -660,8 +661,6 @@ def _discard(path: Path, created: bool) -> None:
 
 
 def _start_run(conn: sqlite3.Connection, name: str) -> int:
-    from . import __version__
-
     try:
         cur = conn.execute(
             "INSERT INTO runs (name, pid, host, started_at, neon_nb_version, python_version) "
