@@ -147,7 +147,8 @@ def _counts_section(f: _Facts) -> str:
                      f"({s['threads']} threads alive), queue bound "
                      f"{s['queue_size'] or 'none (unbounded)'}, uptime {s['uptime_s']:.1f} s.")
     if f.shutdown is not None:
-        notes.append(f"Shutdown: {_e(str(f.shutdown))}.")
+        # Its first line says what happened, the next ones which tasks failed: kept as lines.
+        notes.append("Shutdown: " + "<br>".join(map(_e, str(f.shutdown).splitlines())))
     if f.health is not None and not f.health.healthy:
         notes.append(f"Health: not healthy ({len(f.health.stuck)} stuck tasks, "
                      f"{f.health.alive_threads} of {f.health.expected_threads} threads alive).")

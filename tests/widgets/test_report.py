@@ -145,6 +145,9 @@ def test_sections_agree_with_the_worker(finished_worker, tmp_path) -> None:
     threads = [r[0] for r in tables["Utilisation per thread"][0][1:]]
     assert threads == sorted(t.rsplit("-", 1)[1] for t in snap.utilisation) and threads
     assert "worker state <b>stopped</b>" in text and "clean shutdown" in text
+    lines = str(w.shutdown_report).splitlines()  # what happened, then the failed tasks
+    assert len(lines) >= 2 and lines[1].startswith("failed:")
+    assert f"while running<br>{html.escape(lines[1])}" in text
 
 
 def test_the_file_is_self_contained_and_small(finished_worker, tmp_path) -> None:
