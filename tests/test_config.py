@@ -17,8 +17,8 @@ import neon_nb
 from neon_nb import ConfigError, ConfigManager, ConfigTypeError, WorkerConfig, get_config, update_config
 from neon_nb._config import config_from_env, config_manager
 
-# The seed's configuration table: setting -> default.
-SEED_TABLE = {
+# The original Neon Worker API's configuration table: setting -> default.
+ORIGINAL_TABLE = {
     "max_workers": 4,
     "queue_size": 100,
     "shutdown_timeout": 30.0,
@@ -30,9 +30,9 @@ SEED_TABLE = {
 }
 
 
-def test_defaults_are_the_seed_table():
+def test_defaults_are_the_original_table():
     cfg = WorkerConfig()
-    for name, default in SEED_TABLE.items():
+    for name, default in ORIGINAL_TABLE.items():
         assert getattr(cfg, name) == default, name
         assert type(getattr(cfg, name)) is type(default), name
 
@@ -67,7 +67,7 @@ def test_unknown_key_names_it_and_lists_the_valid_ones():
         update_config(max_worker=8)
     msg = str(info.value)
     assert "'max_worker'" in msg
-    for name in SEED_TABLE:
+    for name in ORIGINAL_TABLE:
         assert name in msg
     assert get_config() == WorkerConfig()
 

@@ -1,4 +1,4 @@
-"""Events and subscriptions (issue 3 sections 1-2, 6): order, isolation, drops, threads, rate.
+"""Events and subscriptions: order, isolation, drops, threads, rate.
 
 Synchronisation is by `threading.Event`, never by sleeping: tasks and callbacks
 signal what they reached, and the test waits for that signal (bounded by WAIT).

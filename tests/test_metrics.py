@@ -1,4 +1,4 @@
-"""Metrics (issue 3 sections 3-4, 6): percentiles, frozen snapshots, windows, bounds, reset.
+"""Metrics: percentiles, frozen snapshots, windows, bounds, reset.
 
 Known samples enter through the fold path (``metrics.pending``, what worker
 threads append to) or come from real tasks whose exact timestamps the worker

@@ -1,13 +1,14 @@
-"""The seed's three usage examples, as written there (``neon_worker`` -> ``neon_nb``).
+"""The original Neon Worker API's three usage examples, as written there (``neon_worker`` ->
+``neon_nb``).
 
-Changes from the seed text, each marked ``# seed:``: the undefined ``your_processing_function``
+Changes from the original text, each marked ``# original:``: the undefined ``your_processing_function``
 is defined, ``time`` is imported, and the sleep of the first example is shortened.
 """
 
 from __future__ import annotations
 
 import threading
-import time  # seed: the first example uses time.sleep without importing it
+import time  # original: the first example uses time.sleep without importing it
 from concurrent.futures import ThreadPoolExecutor
 
 from neon_nb import NeonWorker, Task
@@ -30,7 +31,7 @@ def test_basic_usage():
         id="task_1",
         function=process_data,
         args=("data_123",),
-        kwargs={"processing_time": 0.05},  # seed: 0.5
+        kwargs={"processing_time": 0.05},  # original: 0.5
         priority=1,  # Higher priority = higher number
     )
 
@@ -81,7 +82,7 @@ def test_high_concurrency():
     processed = []
     lock = threading.Lock()
 
-    def your_processing_function(data):  # seed: left undefined there
+    def your_processing_function(data):  # original: left undefined there
         with lock:
             processed.append((threading.current_thread().name, data))
         return data.upper()
