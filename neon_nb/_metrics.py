@@ -2,10 +2,10 @@
 
 The hot path only appends one tuple per finished attempt to a deque (an
 atomic, lock-free operation in CPython). Folding those into HdrHistograms and
-windows happens later, off the worker threads: on `snapshot()`, and once per
-window on the worker's monitor thread. Memory is bounded: fixed-size
-histograms, at most ``history_windows`` windows, at most ``task_stream_size``
-spans, and the pending deque is folded at least once per window.
+windows happens later, off the worker threads: on `snapshot()`, and at least
+every quarter of a second on the worker's monitor thread (`neon_nb._monitor`).
+Memory is bounded: fixed-size histograms, at most ``history_windows`` windows,
+at most ``task_stream_size`` spans, and what waits in the pending deque.
 
 With numpy, a fold of many attempts is vectorised: about a third of the
 plain-Python fold's cost, which at a few hundred thousand tasks a second was
@@ -219,8 +219,8 @@ class Metrics:
     def _fold_vectorised(self, n: int) -> None:
         """`_fold_python` for many attempts at once, with numpy: the same counts, exactly.
 
-        About 0.2 us per attempt instead of 1 us: at hundreds of thousands of tasks
-        per second the fold was the largest cost of the metrics. The test suite
+        About a third of the plain fold's cost per attempt: at hundreds of thousands
+        of tasks per second the fold was the largest cost of the metrics. The test suite
         checks both folds against each other and against ``record_value``.
         """
         pop = self.pending.popleft

@@ -382,12 +382,11 @@ class Dashboard(WidgetView):
 
     def _draw_status(self, status: Mapping[str, Any]) -> None:
         total = _expected(status)
-        failed = status["failed_tasks"]
-        finished = status["completed_tasks"] + failed + status["cancelled_tasks"]
+        finished = _finished(status)
         state = status["state"]
         p = self.progress
         if finished >= total and total:
-            style = "warning" if failed else "success"
+            style = "warning" if status["failed_tasks"] else "success"
         else:
             style = ""
         with p.hold_sync():  # one message for the three traits
@@ -471,11 +470,10 @@ class Dashboard(WidgetView):
 
     def _compose_picture(self, status: Mapping[str, Any]) -> bytes:
         """One PNG of the dashboard, from the plots' current PNGs. Under the render lock."""
-        finished = status["completed_tasks"] + status["failed_tasks"] + status["cancelled_tasks"]
         header = header_png(f"neon_nb worker {self._worker.name!r}", status["state"], _pool_text(status),
                             [Count(label, status[key], colour)
                              for key, label, _suffix, colour in _shown_counts(status)],
-                            finished, _expected(status))
+                            _finished(status), _expected(status))
         metrics = self._worker.metrics
         snap = metrics.snapshot() if metrics is not None else None
         util = utilisation_png(None if snap is None else snap.utilisation,
@@ -645,6 +643,11 @@ def _shown_counts(status: Mapping[str, Any]) -> tuple[tuple[str, str, str, str],
     if status["resumed_tasks"]:
         shown.append(_RESUMED)
     return tuple(shown)
+
+
+def _finished(status: Mapping[str, Any]) -> int:
+    """Tasks that have ended: succeeded, failed for good or cancelled."""
+    return int(status["completed_tasks"] + status["failed_tasks"] + status["cancelled_tasks"])
 
 
 def _expected(status: Mapping[str, Any]) -> int:
